@@ -1,0 +1,50 @@
+# Two set-up commands: `make run` (install and serve the app) and `make test`
+# (install everything the tests need, then run them). Both work offline on a CPU-only
+# machine that reaches only the package registries.
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+LS_VENV ?= .venv-labelstudio
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+PIP := $(BIN)/python -m pip install --disable-pip-version-check -q
+ARGS ?=
+
+.PHONY: run test bench install install-dev chromium labelstudio clean
+
+run: install
+	$(BIN)/python app.py $(ARGS)
+
+test: install-dev chromium labelstudio
+	$(BIN)/python -m pytest $(ARGS)
+
+bench: install-dev
+	$(BIN)/python -m tests.perf.run_all $(ARGS)
+
+install: $(VENV)/.installed
+install-dev: $(VENV)/.installed-dev
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+
+$(VENV)/.installed: requirements.txt | $(BIN)/python
+	$(PIP) -r requirements.txt
+	touch $@
+
+$(VENV)/.installed-dev: requirements-dev.txt $(VENV)/.installed
+	$(PIP) -r requirements-dev.txt
+	touch $@
+
+# Debian's Chromium for the browser tests (Playwright drives it; it cannot download its own).
+chromium:
+	@command -v chromium >/dev/null || { $(SUDO) apt-get update -q && $(SUDO) apt-get install -y -q chromium; }
+
+# A real Label Studio server for the round-trip tests, in its own virtual environment so its
+# pinned Django stack never mixes with the app's dependencies.
+labelstudio: $(LS_VENV)/.installed
+$(LS_VENV)/.installed:
+	$(PYTHON) -m venv $(LS_VENV)
+	$(LS_VENV)/bin/python -m pip install --disable-pip-version-check -q label-studio==1.23.2
+	touch $@
+
+clean:
+	rm -rf $(VENV) $(LS_VENV) .pytest_cache test-artifacts
