@@ -12,7 +12,13 @@ import importlib
 import sys
 
 # Modules that contribute subcommands, in the order `--help` lists them.
-SUBCOMMAND_MODULES = ("app.serve", "model.cli", "annotate.cli", "train.cli")
+SUBCOMMAND_MODULES = (
+    "app.serve",
+    "model.cli",
+    "annotate.cli",
+    "annotate.labelstudio_cli",
+    "train.cli",
+)
 
 
 class CliError(Exception):
