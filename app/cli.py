@@ -48,6 +48,7 @@ def main(argv: list[str] | None = None) -> int:
     if not argv or argv[0].startswith("-") and argv[0] not in ("-h", "--help"):
         argv = ["serve", *argv]  # no subcommand: serve the web UI (Hugging Face Spaces)
     args = parser.parse_args(argv)
+    _quiet_libraries()
     if not getattr(args, "func", None):
         parser.print_help()
         return 2
@@ -66,3 +67,12 @@ def main(argv: list[str] | None = None) -> int:
 def _is_user_error(exc: Exception) -> bool:
     """Product errors subclass `UserError` in their package; they carry a user-facing message."""
     return isinstance(exc, CliError) or getattr(exc, "user_facing", False)
+
+
+def _quiet_libraries() -> None:
+    """Library progress bars (weight loading, shard writing) would drown the CLI's own output."""
+    import os
+
+    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+    os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+    os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")

@@ -1,0 +1,175 @@
+"""The "Caption & Chat" tab: a streaming caption of a photo, then a chat about it.
+
+Handlers first (plain functions), then `build_caption_tab`, which lays out the components and
+wires the events. Per-user state (the photo and the conversation) lives in `gr.State`.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import gradio as gr
+
+from app.components import PhotoInput
+from model.generate import GenerationSettings
+from model.images import ImageError, load_image
+from model.prompts import PRESETS, resolve_prompt
+from model.slot import ModelSlot
+
+EXAMPLES_DIR = Path(__file__).resolve().parent.parent / "static" / "examples"
+GPU = "gpu"  # one concurrency group for every event that runs the model
+
+
+def new_session(photo: str | None = None) -> dict:
+    """A user's conversation: the photo and [(question, answer)] turns, the image in turn one."""
+    return {"photo": photo, "turns": []}
+
+
+def _open_photo(photo: str | None):
+    if not photo:
+        raise gr.Error("Upload a photo of a person first (or pick an example).")
+    try:
+        return load_image(photo)
+    except ImageError as exc:
+        raise gr.Error(str(exc)) from None
+
+
+def _settings(max_new_tokens, temperature, top_p, repetition_penalty) -> GenerationSettings:
+    return GenerationSettings(max_new_tokens=int(max_new_tokens), temperature=float(temperature),
+                              top_p=float(top_p), repetition_penalty=float(repetition_penalty))
+
+
+def _messages(turns: list) -> list[dict]:
+    out = []
+    for question, answer in turns:
+        out.append({"role": "user", "content": question})
+        if answer is not None:
+            out.append({"role": "assistant", "content": answer})
+    return out
+
+
+def _stream(slot: ModelSlot, image, turns, settings):
+    try:
+        yield from slot.get().stream(image, turns, settings)
+    except ImageError as exc:
+        raise gr.Error(str(exc)) from None
+    except Exception as exc:
+        if getattr(exc, "user_facing", False):
+            raise gr.Error(str(exc)) from None
+        raise
+
+
+def caption_photo(slot: ModelSlot, photo, preset, prompt, max_new_tokens, temperature, top_p, repetition_penalty):
+    """Stream a caption; the exchange becomes the first turn of the chat about this photo."""
+    image = _open_photo(photo)
+    try:
+        question = resolve_prompt(preset, prompt)
+    except ValueError as exc:
+        raise gr.Error(str(exc)) from None
+    session = new_session(photo)
+    settings = _settings(max_new_tokens, temperature, top_p, repetition_penalty)
+    text = ""
+    for piece in _stream(slot, image, [(question, None)], settings):
+        text += piece
+        yield text, _messages([(question, text)]), session
+    session["turns"] = [(question, text.strip())]
+    session["preset"] = "custom" if prompt and prompt.strip() else preset
+    session["settings"] = settings.as_dict()
+    yield text.strip(), _messages(session["turns"]), session
+
+
+def chat(slot: ModelSlot, message, session, photo, max_new_tokens, temperature, top_p, repetition_penalty):
+    """Answer a question about the photo, streaming; earlier turns stay in the context."""
+    message = (message or "").strip()
+    if not message:
+        raise gr.Error("Type a question about the photo.")
+    if not session or session.get("photo") != photo:
+        session = new_session(photo)
+    image = _open_photo(photo)
+    turns = [*session["turns"], (message, None)]
+    settings = _settings(max_new_tokens, temperature, top_p, repetition_penalty)
+    text = ""
+    for piece in _stream(slot, image, turns, settings):
+        text += piece
+        yield "", _messages([*turns[:-1], (message, text)]), session
+    session = {**session, "turns": [*turns[:-1], (message, text.strip())]}
+    yield "", _messages(session["turns"]), session
+
+
+def regenerate(slot: ModelSlot, session, photo, max_new_tokens, temperature, top_p, repetition_penalty):
+    """Ask the last question again."""
+    if not session or not session.get("turns"):
+        raise gr.Error("Nothing to regenerate yet.")
+    last_question = session["turns"][-1][0]
+    trimmed = {**session, "turns": session["turns"][:-1]}
+    if not trimmed["turns"]:  # the caption turn itself: the image goes with the first turn
+        trimmed = new_session(photo)
+    yield from chat(slot, last_question, trimmed, photo, max_new_tokens, temperature, top_p, repetition_penalty)
+
+
+def clear_chat(photo):
+    return [], new_session(photo), ""
+
+
+def model_status(slot: ModelSlot) -> tuple[str, str]:
+    """(model line, banner): the banner is empty unless the untrained demo model is serving."""
+    info = slot.get().info
+    line = f"**Model:** {info.describe()} · version `{info.version}`"
+    banner = ""
+    if info.is_demo:
+        why = info.note or "the demo model was asked for"
+        banner = (f"⚠️ **Untrained demo model.** Its captions are gibberish until it is fine-tuned. "
+                  f"Why: {why}")
+    return line, banner
+
+
+def build_caption_tab(slot: ModelSlot, on_send_to_review=None) -> dict:
+    """Lay out the tab inside the current `gr.Blocks`; returns components other tabs reuse."""
+    session = gr.State(new_session())
+    with gr.Row():
+        with gr.Column(scale=5):
+            photo = PhotoInput(label="Photo of a person", type="filepath", height=420, elem_id="photo")
+            examples = sorted(str(p) for p in EXAMPLES_DIR.glob("*.png"))
+            gr.Examples(examples=[[p] for p in examples], inputs=[photo], label="Examples (public domain)")
+            with gr.Row():
+                preset = gr.Dropdown(list(PRESETS), value="detailed", label="Preset", scale=1)
+                prompt = gr.Textbox(label="Or your own prompt", placeholder="e.g. What is she holding?", scale=2)
+            with gr.Accordion("Generation settings", open=False):
+                max_new = gr.Slider(16, 1024, value=400, step=8, label="Max new tokens")
+                temperature = gr.Slider(0, 1.5, value=0, step=0.05, label="Temperature (0 = greedy)")
+                top_p = gr.Slider(0.05, 1, value=0.9, step=0.05, label="Top-p")
+                rep = gr.Slider(1, 2, value=1.0, step=0.05, label="Repetition penalty")
+            with gr.Row():
+                caption_btn = gr.Button("Caption", variant="primary", elem_id="caption-btn")
+                stop_btn = gr.Button("Stop", variant="stop", elem_id="stop-btn")
+        with gr.Column(scale=6):
+            caption = gr.Textbox(label="Caption", lines=8, interactive=True, elem_id="caption-out",
+                                 buttons=["copy"])
+            review_btn = gr.Button("Send to review", elem_id="send-review-btn")
+            chatbot = gr.Chatbot(label="Chat about the photo", height=380, elem_id="chatbot",
+                                 sanitize_html=True, render_markdown=True)
+            with gr.Row():
+                message = gr.Textbox(label="Ask about the photo", placeholder="What is the person wearing?",
+                                     scale=4, elem_id="chat-in", submit_btn=True)
+            with gr.Row():
+                regen_btn = gr.Button("Regenerate")
+                clear_btn = gr.Button("Clear")
+    settings = [max_new, temperature, top_p, rep]
+    gpu = {"concurrency_id": GPU, "concurrency_limit": 1}
+    cap_event = caption_btn.click(lambda *a: (yield from caption_photo(slot, *a)),
+                                  [photo, preset, prompt, *settings], [caption, chatbot, session],
+                                  api_name="caption", **gpu)
+    chat_event = message.submit(lambda *a: (yield from chat(slot, *a)),
+                                [message, session, photo, *settings], [message, chatbot, session],
+                                api_name="chat", **gpu)
+    regen_event = regen_btn.click(lambda *a: (yield from regenerate(slot, *a)),
+                                  [session, photo, *settings], [message, chatbot, session],
+                                  api_name="regenerate", **gpu)
+    stop_btn.click(None, cancels=[cap_event, chat_event, regen_event])
+    clear_btn.click(clear_chat, [photo], [chatbot, session, message], api_name="clear_chat")
+    photo.change(clear_chat, [photo], [chatbot, session, message], api_name=False)
+    if on_send_to_review is not None:
+        review_btn.click(on_send_to_review, [session, caption], [], api_name="send_to_review")
+    else:
+        review_btn.visible = False
+    return {"photo": photo, "caption": caption, "session": session}

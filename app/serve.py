@@ -1,0 +1,97 @@
+"""`serve` (the default command): load the model, open the store, launch the web UI."""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+from dataclasses import dataclass
+
+from model.loader import add_model_arguments, config_from_args
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class ServeOptions:
+    host: str = "127.0.0.1"
+    port: int = 7860
+
+
+def register(subparsers) -> None:
+    p = subparsers.add_parser("serve", help="serve the web UI (the default when no command is given)",
+                              description="Serve the HumanVLM Studio web UI.")
+    p.add_argument("--host", default=os.environ.get("GRADIO_SERVER_NAME", ServeOptions.host),
+                   help="address to bind (default 127.0.0.1; $GRADIO_SERVER_NAME, set by Hugging Face Spaces, wins)")
+    p.add_argument("--port", type=int, default=int(os.environ.get("GRADIO_SERVER_PORT", ServeOptions.port)),
+                   help="port (default 7860)")
+    p.add_argument("--auth", default=os.environ.get("HUMANVLM_AUTH"),
+                   help="log-in as 'user:password[,user2:password2]' (or $HUMANVLM_AUTH); reviewers are named by their log-in")
+    p.add_argument("--no-store", action="store_true", help="serve the Caption & Chat tab only, without the review queue")
+    _add_store_arguments(p)
+    add_model_arguments(p)
+    p.set_defaults(func=run_serve)
+
+
+def _add_store_arguments(parser) -> None:
+    try:
+        from annotate.cli import add_store_arguments
+    except ModuleNotFoundError:
+        return
+    add_store_arguments(parser)
+
+
+def parse_auth(spec: str | None) -> list[tuple[str, str]] | None:
+    if not spec:
+        return None
+    pairs = []
+    for entry in spec.split(","):
+        user, sep, password = entry.strip().partition(":")
+        if not sep or not user or not password:
+            raise ValueError("--auth takes 'user:password' pairs separated by commas")
+        pairs.append((user, password))
+    return pairs
+
+
+def _no_network_at_start() -> None:
+    """Nothing phones home: no analytics, no version checks."""
+    os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
+    os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
+
+
+def run_serve(args) -> int:
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    _no_network_at_start()
+    from app.ui import Services, build_app
+    from model.slot import ModelSlot
+
+    auth = parse_auth(args.auth)
+    slot = ModelSlot(config_from_args(args))
+    vlm = slot.get()  # load before serving: the first visitor should not wait for it
+    print(f"Model: {vlm.info.describe()}", file=sys.stderr)
+    if vlm.info.is_demo and vlm.info.note:
+        print(vlm.info.note, file=sys.stderr)
+    services = Services(slot=slot, store=_open_store(args), jobs=_job_runner(args), auth_enabled=bool(auth))
+    app = build_app(services)
+    app.queue(default_concurrency_limit=4)
+    app.launch(server_name=args.host, server_port=args.port, auth=auth, show_error=False,
+               allowed_paths=[], footer_links=["api"], prevent_thread_lock=getattr(args, "prevent_thread_lock", False))
+    return 0
+
+
+def _open_store(args):
+    if args.no_store:
+        return None
+    try:
+        from annotate.cli import open_store
+    except ModuleNotFoundError:
+        return None
+    return open_store(args)
+
+
+def _job_runner(args):
+    try:
+        from train.jobs import runner_from_args
+    except ModuleNotFoundError:
+        return None
+    return runner_from_args(args)

@@ -1,0 +1,163 @@
+"""Generation on a loaded model: streaming chat, single captions and batched captioning."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator
+from dataclasses import asdict, dataclass, field
+
+from model.prompts import PromptFormat
+
+
+class GenerationError(RuntimeError):
+    user_facing = True
+
+
+@dataclass
+class GenerationSettings:
+    """Sampling settings. temperature 0 means greedy decoding (the model card's setting)."""
+
+    max_new_tokens: int = field(default=400, metadata={"help": "longest answer, in tokens"})
+    temperature: float = field(default=0.0, metadata={"help": "0 = greedy; 0.2-1.0 for varied answers"})
+    top_p: float = field(default=0.9, metadata={"help": "nucleus sampling mass (when temperature > 0)"})
+    repetition_penalty: float = field(default=1.0, metadata={"help": "> 1 discourages repeated phrases"})
+    seed: int | None = field(default=None, metadata={"help": "fixes sampling for reproducible answers"})
+
+    def generate_kwargs(self) -> dict:
+        if self.max_new_tokens < 1:
+            raise GenerationError("max new tokens must be at least 1")
+        kwargs = {"max_new_tokens": int(self.max_new_tokens), "repetition_penalty": float(self.repetition_penalty)}
+        if self.temperature and self.temperature > 0:
+            kwargs |= {"do_sample": True, "temperature": float(self.temperature), "top_p": float(self.top_p)}
+        else:
+            kwargs |= {"do_sample": False, "temperature": None, "top_p": None, "top_k": None}
+        return kwargs
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+
+Turns = list[tuple[str, str | None]]  # [(user text, answer)], the last answer None
+
+
+class _StopOnEvent:
+    """Stopping criterion that ends generation when the caller goes away (UI stop button)."""
+
+    def __init__(self, event: threading.Event):
+        self.event = event
+
+    def __call__(self, input_ids, scores, **kwargs) -> bool:
+        return self.event.is_set()
+
+
+class VLM:
+    """A loaded vision-language model: the only object the UI, queue and trainer talk to."""
+
+    def __init__(self, model, processor, prompt_format: PromptFormat, info):
+        self.model = model
+        self.processor = processor
+        self.prompt_format = prompt_format
+        self.info = info
+        self._lock = threading.Lock()  # one generation at a time on one model
+        tok = processor.tokenizer
+        stop = tok.convert_tokens_to_ids(prompt_format.stop_token) if prompt_format.stop_token else tok.eos_token_id
+        extra = model.generation_config.eos_token_id
+        extra = extra if isinstance(extra, list) else [extra] if extra is not None else []
+        self.stop_ids = list(dict.fromkeys([stop, *extra]))
+
+    # -- inputs -----------------------------------------------------------------------------
+    def prompt_text(self, turns: Turns) -> str:
+        return self.prompt_format.render(turns)
+
+    def _inputs(self, images: list, texts: list[str]):
+        batch = self.processor(images=images, text=texts, padding=True, return_tensors="pt")
+        dtype = next(p.dtype for p in self.model.parameters() if p.is_floating_point())
+        batch["pixel_values"] = batch["pixel_values"].to(dtype if dtype.is_floating_point else None)
+        return batch.to(self.model.device)
+
+    def _gen_kwargs(self, settings: GenerationSettings | None) -> dict:
+        settings = settings or GenerationSettings()
+        if settings.seed is not None:
+            import torch
+
+            torch.manual_seed(settings.seed)
+        return settings.generate_kwargs() | {
+            "eos_token_id": self.stop_ids,
+            "pad_token_id": self.processor.tokenizer.pad_token_id,
+        }
+
+    # -- generation -------------------------------------------------------------------------
+    def stream(self, image, turns: Turns, settings: GenerationSettings | None = None) -> Iterator[str]:
+        """Yield the answer to the last turn piece by piece.
+
+        Generation runs on a worker thread feeding a TextIteratorStreamer. The thread is always
+        joined: closing this generator early (a stop button, a client that went away) sets an
+        event that ends generation at the next token. A failure in the worker is raised here.
+        """
+        from transformers import TextIteratorStreamer
+
+        inputs = self._inputs([image], [self.prompt_text(turns)])
+        streamer = TextIteratorStreamer(self.processor.tokenizer, skip_prompt=True, skip_special_tokens=True)
+        stop, errors = threading.Event(), []
+
+        def work():
+            try:
+                with self._lock:
+                    self.model.generate(**inputs, **self._gen_kwargs(settings), streamer=streamer,
+                                        stopping_criteria=[_StopOnEvent(stop)])
+            except BaseException as exc:  # handed to the consumer below, never lost
+                errors.append(exc)
+                streamer.end()
+
+        worker = threading.Thread(target=work, name="vlm-generate", daemon=True)
+        worker.start()
+        try:
+            for piece in streamer:
+                if piece:
+                    yield piece
+        finally:
+            stop.set()
+            worker.join()
+        if errors:
+            raise _generation_error(errors[0]) from errors[0]
+
+    def generate(self, image, turns: Turns, settings: GenerationSettings | None = None) -> str:
+        return self.generate_batch([image], [turns], settings)[0]
+
+    def caption(self, image, prompt: str, settings: GenerationSettings | None = None) -> str:
+        return self.generate(image, [(prompt, None)], settings)
+
+    def caption_batch(self, images: list, prompt: str, settings: GenerationSettings | None = None) -> list[str]:
+        """Caption many images with one `generate` call (left padding)."""
+        return self.generate_batch(images, [[(prompt, None)]] * len(images), settings)
+
+    def generate_batch(self, images: list, conversations: list[Turns], settings=None) -> list[str]:
+        if not images:
+            return []
+        import torch
+
+        inputs = self._inputs(images, [self.prompt_text(t) for t in conversations])
+        try:
+            with self._lock, torch.inference_mode():
+                out = self.model.generate(**inputs, **self._gen_kwargs(settings))
+        except Exception as exc:
+            raise _generation_error(exc) from exc
+        new_tokens = out[:, inputs["input_ids"].shape[1]:]  # (batch, new) after the left-padded prompt
+        return [t.strip() for t in self.processor.tokenizer.batch_decode(new_tokens, skip_special_tokens=True)]
+
+    def release(self) -> None:
+        """Free the weights (before another version takes this one's place)."""
+        import gc
+
+        import torch
+
+        self.model = None
+        gc.collect()
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()
+
+
+def _generation_error(exc: BaseException) -> GenerationError:
+    if "out of memory" in str(exc).lower():
+        return GenerationError("the GPU ran out of memory: lower 'max new tokens', or load the model with --quant 4bit")
+    return GenerationError(f"generation failed: {type(exc).__name__}: {exc}")

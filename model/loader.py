@@ -1,0 +1,263 @@
+"""Load HumanVLM (or any LLaVA-family checkpoint) for inference.
+
+One path for every checkpoint: `AutoProcessor` + `AutoModelForImageTextToText`, from a hub id
+or a local folder, with device/dtype/quantization chosen automatically or by flags, an
+optional LoRA adapter on top, and the prompt format picked from the tokenizer. The offline
+demo model (`--model demo`) goes through exactly this code too.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import logging
+import os
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+
+log = logging.getLogger(__name__)
+
+HUMANVLM_ID = "OpenFace-CQUPT/Human_LLaVA"
+# fp16 weights of HumanVLM are ~17 GB; below this much free GPU memory, `auto` picks 4-bit.
+FP16_HEADROOM = 1.2
+
+
+class ModelLoadError(RuntimeError):
+    user_facing = True
+
+
+@dataclass
+class LoadConfig:
+    """How to load the model. Every field is also a command-line flag (see add_model_arguments)."""
+
+    model: str = field(default="auto", metadata={"help": (
+        "hub id or local folder of a LLaVA-family checkpoint; 'demo' for the offline demo model; "
+        f"'auto' = {HUMANVLM_ID} when a GPU is present or its weights are on disk, else demo")})
+    device: str = field(default="auto", metadata={"help": "auto | cpu | cuda | cuda:N | mps"})
+    dtype: str = field(default="auto", metadata={"help": "auto (bf16/fp16 on GPU, fp32 on CPU) | float32 | bfloat16 | float16"})
+    quant: str = field(default="auto", metadata={"help": "auto (4bit when the GPU is short of memory) | none | 4bit | 8bit"})
+    adapter: str | None = field(default=None, metadata={"help": "LoRA adapter folder applied on top of the base"})
+    prompt_format: str = field(default="auto", metadata={"help": "auto (from the tokenizer) | llama3 | card"})
+    cache_dir: str | None = field(default=None, metadata={"help": "where the demo model is built (default $HUMANVLM_CACHE or ~/.cache/humanvlm-studio)"})
+
+
+@dataclass
+class ModelInfo:
+    name: str  # what the user asked for, resolved (hub id, folder, or "demo")
+    version: str  # stable identifier of the weights (+ adapter) for provenance
+    device: str
+    dtype: str
+    quant: str
+    prompt_format: str
+    is_demo: bool
+    adapter: str | None = None
+    note: str = ""  # why this model was chosen, shown as a banner when it is the demo
+
+    def describe(self) -> str:
+        extra = f" + adapter {Path(self.adapter).name}" if self.adapter else ""
+        return f"{self.name}{extra} on {self.device} ({self.dtype}, quant {self.quant}, {self.prompt_format} prompts)"
+
+
+def add_model_arguments(parser: argparse.ArgumentParser) -> None:
+    for f in fields(LoadConfig):
+        flag = "--" + f.name.replace("_", "-")
+        parser.add_argument(flag, dest=f.name, default=f.default, help=f.metadata["help"])
+
+
+def config_from_args(args: argparse.Namespace) -> LoadConfig:
+    return LoadConfig(**{f.name: getattr(args, f.name) for f in fields(LoadConfig) if hasattr(args, f.name)})
+
+
+def resolve_model(config: LoadConfig) -> tuple[str, str]:
+    """Turn `auto`/`demo` into a loadable id or folder, with the reason for the choice."""
+    from model.demo import ensure_demo_model
+
+    if config.model == "demo":
+        return str(ensure_demo_model(_cache(config))), "the demo model was asked for"
+    if config.model != "auto":
+        return config.model, ""
+    import torch
+
+    if torch.cuda.is_available():
+        return HUMANVLM_ID, "a GPU is present"
+    if _cached_on_disk(HUMANVLM_ID):
+        return HUMANVLM_ID, "its weights are on disk"
+    reason = (f"HumanVLM was not loaded: no GPU was found and {HUMANVLM_ID} is not on disk. "
+              f"This is the untrained offline demo model (captions are gibberish). "
+              f"Load HumanVLM with --model {HUMANVLM_ID} (a GPU with 6 GB or more).")
+    return str(ensure_demo_model(_cache(config))), reason
+
+
+def _cache(config: LoadConfig) -> Path | None:
+    return Path(config.cache_dir) if config.cache_dir else None
+
+
+def _cached_on_disk(repo_id: str) -> bool:
+    from huggingface_hub import try_to_load_from_cache
+
+    found = try_to_load_from_cache(repo_id, "config.json")
+    return isinstance(found, str) and os.path.exists(found)
+
+
+def pick_device(requested: str) -> str:
+    import torch
+
+    if requested != "auto":
+        return requested
+    if torch.cuda.is_available():
+        return "cuda"
+    return "cpu"
+
+
+def pick_dtype(requested: str, device: str):
+    import torch
+
+    if requested != "auto":
+        try:
+            return getattr(torch, requested)
+        except AttributeError:
+            raise ModelLoadError(f"unknown dtype {requested!r}") from None
+    if device.startswith("cuda"):
+        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    return torch.float32
+
+
+def pick_quant(requested: str, device: str, model_id: str) -> str:
+    if requested not in ("auto", "none", "4bit", "8bit"):
+        raise ModelLoadError(f"unknown quantization {requested!r}; use auto, none, 4bit or 8bit")
+    if requested != "auto":
+        return requested
+    if not device.startswith("cuda"):
+        return "none"
+    import torch
+
+    free, _ = torch.cuda.mem_get_info(torch.device(device))
+    need = _fp16_bytes(model_id) * FP16_HEADROOM
+    return "4bit" if need and free < need else "none"
+
+
+def _fp16_bytes(model_id: str) -> int:
+    """Size of the checkpoint's weights in 16-bit, from its safetensors index when available."""
+    try:
+        from huggingface_hub import get_safetensors_metadata
+
+        meta = get_safetensors_metadata(model_id)
+        return 2 * sum(meta.parameter_count.values())
+    except Exception as exc:  # no index (local folder, offline): size unknown, assume it fits
+        log.info("could not read the size of %s (%s); loading unquantized", model_id, exc)
+        return 0
+
+
+def quantization_config(quant: str, dtype):
+    if quant == "none":
+        return None
+    from transformers import BitsAndBytesConfig
+
+    # The vision tower and projector are small and sensitive: keep them in full precision.
+    skip = ["vision_tower", "multi_modal_projector", "lm_head"]
+    if quant == "4bit":
+        return BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4",
+                                  bnb_4bit_compute_dtype=dtype, bnb_4bit_use_double_quant=True,
+                                  llm_int8_skip_modules=skip)
+    return BitsAndBytesConfig(load_in_8bit=True, llm_int8_skip_modules=skip)
+
+
+def load_model(config: LoadConfig | None = None):
+    """Load the model and processor; returns a `model.generate.VLM` ready to caption."""
+    from transformers import AutoModelForImageTextToText, AutoProcessor
+
+    from model.generate import VLM
+    from model.prompts import FORMATS, detect_format
+
+    config = config or LoadConfig()
+    model_id, note = resolve_model(config)
+    device = pick_device(config.device)
+    dtype = pick_dtype(config.dtype, device)
+    quant = pick_quant(config.quant, device, model_id)
+    try:
+        processor = AutoProcessor.from_pretrained(model_id)
+        model = AutoModelForImageTextToText.from_pretrained(
+            model_id, dtype=dtype, quantization_config=quantization_config(quant, dtype),
+            device_map={"": device} if quant != "none" else None)
+    except (OSError, ValueError) as exc:
+        raise ModelLoadError(f"could not load {model_id}: {exc}") from exc
+    if quant == "none":
+        model.to(device)
+    if config.adapter:
+        model = _apply_adapter(model, config.adapter)
+    model.eval()
+    _align_processor(processor, model.config)
+    fmt = detect_format(processor.tokenizer) if config.prompt_format == "auto" else FORMATS.get(config.prompt_format)
+    if fmt is None:
+        raise ModelLoadError(f"unknown prompt format {config.prompt_format!r}; use auto, llama3 or card")
+    is_demo = Path(model_id).name.startswith("demo-model-") or _is_demo_folder(model_id)
+    info = ModelInfo(
+        name="demo" if config.model in ("demo", "auto") and is_demo else model_id,
+        version=model_version(model_id, config.adapter),
+        device=device, dtype=str(dtype).removeprefix("torch."), quant=quant,
+        prompt_format=fmt.name, is_demo=is_demo, adapter=config.adapter, note=note)
+    log.info("loaded %s", info.describe())
+    return VLM(model=model, processor=processor, prompt_format=fmt, info=info)
+
+
+def _is_demo_folder(model_id: str) -> bool:
+    return (Path(model_id) / "demo_spec.json").exists()
+
+
+def _apply_adapter(model, adapter_dir: str):
+    from peft import PeftModel
+
+    if not (Path(adapter_dir) / "adapter_config.json").exists():
+        raise ModelLoadError(f"{adapter_dir} is not a LoRA adapter folder (no adapter_config.json)")
+    return PeftModel.from_pretrained(model, adapter_dir)
+
+
+def _align_processor(processor, config) -> None:
+    """Make the processor's image-token arithmetic match the model config.
+
+    Current transformers expands `<image>` to patch_size-derived counts; a mismatch with the
+    model's `image_seq_length` fails at generation time with an image-token count error.
+    """
+    vision = config.vision_config
+    processor.patch_size = getattr(processor, "patch_size", None) or vision.patch_size
+    processor.vision_feature_select_strategy = config.vision_feature_select_strategy
+    if getattr(processor, "num_additional_image_tokens", None) is None:
+        # CLIP towers carry a CLS token; SigLIP towers do not.
+        processor.num_additional_image_tokens = 0 if "siglip" in vision.model_type else 1
+    tokenizer = processor.tokenizer
+    tokenizer.padding_side = "left"  # batched generation in a decoder-only model
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = "<pad>" if "<pad>" in tokenizer.get_vocab() else tokenizer.eos_token
+
+
+def model_version(model_id: str, adapter: str | None = None) -> str:
+    """A short stable id of the weights: the hub commit, a trained version's id, or a content hash."""
+    base = _folder_version(Path(model_id)) if Path(model_id).is_dir() else _hub_version(model_id)
+    if adapter:
+        base += "+" + (_folder_version(Path(adapter)))
+    return base
+
+
+def _folder_version(folder: Path) -> str:
+    meta = folder / "studio_version.json"  # written by train/ next to every trained version
+    if meta.exists():
+        return json.loads(meta.read_text())["version"]
+    if (folder / "demo_spec.json").exists():
+        return "demo-" + json.loads((folder / "demo_spec.json").read_text())["version"]
+    digest = hashlib.sha256()
+    for name in ("config.json", "adapter_config.json", "model.safetensors.index.json"):
+        if (folder / name).exists():
+            digest.update((folder / name).read_bytes())
+    for path in sorted(folder.glob("*.safetensors")):
+        digest.update(f"{path.name}:{path.stat().st_size}".encode())
+    return f"{folder.name}-{digest.hexdigest()[:10]}"
+
+
+def _hub_version(model_id: str) -> str:
+    from huggingface_hub import try_to_load_from_cache
+
+    found = try_to_load_from_cache(model_id, "config.json")
+    if isinstance(found, str):  # .../snapshots/<commit>/config.json
+        return f"{model_id}@{Path(found).parent.name[:10]}"
+    return model_id
