@@ -1,3 +1,38 @@
-"""Fixtures shared by several test files."""
+"""Fixtures shared by several test files.
 
-from tests.labelstudio_server import labelstudio_server  # noqa: F401  (session-scoped server)
+Every test run is offline and isolated: the demo model is built into a fresh cache folder
+for the session (exercising build-on-first-use), and the data folder is a temporary one.
+"""
+
+import os
+import tempfile
+from pathlib import Path
+
+import pytest
+
+_SESSION_DIR = Path(tempfile.mkdtemp(prefix="humanvlm-tests-"))
+os.environ["HUMANVLM_CACHE"] = str(_SESSION_DIR / "cache")
+os.environ.setdefault("HUMANVLM_DATA_DIR", str(_SESSION_DIR / "data"))
+os.environ["HF_HUB_OFFLINE"] = "1"
+os.environ["GRADIO_ANALYTICS_ENABLED"] = "False"
+os.environ["HF_HUB_DISABLE_TELEMETRY"] = "1"
+
+from tests.labelstudio_server import labelstudio_server  # noqa: E402,F401  (session-scoped server)
+
+REPO = Path(__file__).resolve().parent.parent
+ASTRONAUT = REPO / "static" / "examples" / "astronaut.png"
+ARTIFACTS = REPO / "test-artifacts"
+
+
+@pytest.fixture(scope="session")
+def demo_vlm():
+    """The demo model loaded through the HumanVLM loading path (shared: loading is the slow part)."""
+    from model.loader import LoadConfig, load_model
+
+    return load_model(LoadConfig(model="demo"))
+
+
+@pytest.fixture(scope="session")
+def artifacts_dir() -> Path:
+    ARTIFACTS.mkdir(exist_ok=True)
+    return ARTIFACTS
