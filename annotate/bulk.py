@@ -1,0 +1,81 @@
+"""Bulk inserts of queue items: one executemany per table per chunk, inside the caller's
+transaction. This is what makes a 311k-row import take seconds rather than an hour.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from datetime import datetime
+
+from sqlalchemy import insert, select
+from sqlalchemy.orm import Session
+
+from annotate.records import BulkResult, NewItem
+from annotate.schema import ImageRow, ItemRow
+
+# Bound parameters per IN (...) list: well under SQLite's 32766 and other backends' limits.
+_IN_CHUNK = 900
+
+
+def insert_items(session: Session, rows: Sequence[NewItem], now: datetime,
+                 return_ids: bool = False) -> BulkResult:
+    """Insert new images and their items; rows whose image is already known are duplicates."""
+    fresh: dict[str, NewItem] = {}
+    for row in rows:
+        fresh.setdefault(row.sha256, row)  # a repeat inside the batch is a duplicate too
+    for known in _existing(session, list(fresh)):
+        del fresh[known]
+    duplicates = len(rows) - len(fresh)
+    if not fresh:
+        return BulkResult(imported=0, duplicates=duplicates)
+    conn = session.connection()
+    conn.execute(insert(ImageRow.__table__), [_image_values(row, now) for row in fresh.values()])
+    image_ids = _image_ids(session, list(fresh))
+    conn.execute(
+        insert(ItemRow.__table__),
+        [_item_values(row, image_ids[sha], now) for sha, row in fresh.items()],
+    )
+    item_ids: tuple[int, ...] = ()
+    if return_ids:
+        item_ids = tuple(
+            session.scalars(select(ItemRow.id).where(ItemRow.image_id.in_(image_ids.values())))
+        )
+    return BulkResult(imported=len(fresh), duplicates=duplicates, item_ids=item_ids)
+
+
+def _existing(session: Session, shas: list[str]) -> set[str]:
+    found: set[str] = set()
+    for start in range(0, len(shas), _IN_CHUNK):
+        part = shas[start:start + _IN_CHUNK]
+        found.update(session.scalars(select(ImageRow.sha256).where(ImageRow.sha256.in_(part))))
+    return found
+
+
+def _image_ids(session: Session, shas: list[str]) -> dict[str, int]:
+    ids: dict[str, int] = {}
+    for start in range(0, len(shas), _IN_CHUNK):
+        part = shas[start:start + _IN_CHUNK]
+        query = select(ImageRow.sha256, ImageRow.id).where(ImageRow.sha256.in_(part))
+        ids.update((sha, image_id) for sha, image_id in session.execute(query))
+    return ids
+
+
+def _image_values(row: NewItem, now: datetime) -> dict:
+    return {
+        "sha256": row.sha256, "hash_kind": row.hash_kind, "path": row.path,
+        "source_url": row.url, "width": row.width, "height": row.height,
+        "licence": row.licence, "consent": row.consent, "created_at": now,
+    }
+
+
+def _item_values(row: NewItem, image_id: int, now: datetime) -> dict:
+    draft = row.draft
+    return {
+        "image_id": image_id, "status": "pending", "version": 1,
+        "model_name": draft.model_name, "model_version": draft.model_version,
+        "preset": draft.preset, "prompt": draft.prompt,
+        "settings_json": json.dumps(draft.settings or {}, sort_keys=True),
+        "draft_caption": draft.caption, "caption": None, "fields_json": None,
+        "created_at": now, "updated_at": now,
+    }

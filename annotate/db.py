@@ -1,0 +1,100 @@
+"""The database engine: URL and data folder resolution, SQLite pragmas, migrations.
+
+SQLite is the default and gets the settings a multi-reviewer queue needs on every connection:
+WAL (readers never block the writer), a busy timeout (writers wait instead of failing),
+synchronous=FULL (an approved item survives a power cut) and foreign keys. pysqlite's own
+transaction handling is switched off and write transactions start with BEGIN IMMEDIATE, so a
+transaction takes the write lock up front instead of failing to upgrade a read lock midway
+(SQLAlchemy's documented "serializable isolation / savepoints" recipe for pysqlite).
+Migrations are Alembic scripts in annotate/migrations, run on every open; Alembic's version
+table makes a second run a no-op.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from sqlalchemy import Engine, create_engine, event
+from sqlalchemy.engine import make_url
+
+DB_URL_ENV = "HUMANVLM_DB_URL"
+DATA_DIR_ENV = "HUMANVLM_DATA_DIR"
+MIGRATIONS = Path(__file__).parent / "migrations"
+# Execution option that marks an engine's transactions as writes (BEGIN IMMEDIATE).
+WRITE_OPTION = "humanvlm_write"
+
+
+@dataclass
+class DbConfig:
+    url: str | None = field(
+        default=None,
+        metadata={"help": f"database URL (default: ${DB_URL_ENV}, else sqlite:///DATA/studio.db)"},
+    )
+    data_dir: Path | None = field(
+        default=None, metadata={"help": f"data folder (default: ${DATA_DIR_ENV}, else ./data)"}
+    )
+    busy_timeout_ms: int = field(
+        default=30_000, metadata={"help": "how long a writer waits for SQLite's lock"}
+    )
+
+
+def resolve_data_dir(data_dir: Path | str | None) -> Path:
+    chosen = Path(data_dir or os.environ.get(DATA_DIR_ENV) or "data")
+    chosen.mkdir(parents=True, exist_ok=True)
+    return chosen.resolve()
+
+
+def resolve_url(url: str | None, data_dir: Path) -> str:
+    return url or os.environ.get(DB_URL_ENV) or f"sqlite:///{data_dir / 'studio.db'}"
+
+
+def create_store_engine(url: str, busy_timeout_ms: int = 30_000) -> Engine:
+    parsed = make_url(url)
+    if parsed.get_backend_name() != "sqlite":
+        return create_engine(url, pool_pre_ping=True)
+    if parsed.database and parsed.database != ":memory:":
+        Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
+    # Reviewer threads each hold a connection briefly; a generous pool keeps them off the
+    # pool's own queue (SQLite serializes the writes anyway).
+    engine = create_engine(url, pool_size=8, max_overflow=56, pool_timeout=60)
+    _install_sqlite_hooks(engine, busy_timeout_ms)
+    return engine
+
+
+def _install_sqlite_hooks(engine: Engine, busy_timeout_ms: int) -> None:
+    @event.listens_for(engine, "connect")
+    def _on_connect(dbapi_connection, _record):
+        dbapi_connection.isolation_level = None  # we emit BEGIN ourselves, below
+        cursor = dbapi_connection.cursor()
+        for pragma in (
+            "journal_mode=WAL",
+            f"busy_timeout={int(busy_timeout_ms)}",
+            "synchronous=FULL",
+            "foreign_keys=ON",
+        ):
+            cursor.execute(f"PRAGMA {pragma}")
+        cursor.close()
+
+    @event.listens_for(engine, "begin")
+    def _on_begin(conn):
+        immediate = conn.get_execution_options().get(WRITE_OPTION)
+        conn.exec_driver_sql("BEGIN IMMEDIATE" if immediate else "BEGIN")
+
+
+def write_engine(engine: Engine) -> Engine:
+    """The same engine and pool, but every transaction begins as a write (BEGIN IMMEDIATE)."""
+    return engine.execution_options(**{WRITE_OPTION: True})
+
+
+def migrate(engine: Engine) -> None:
+    """Bring the schema to the newest migration; safe to run any number of times."""
+    from alembic import command
+    from alembic.config import Config
+
+    config = Config()
+    config.set_main_option("script_location", str(MIGRATIONS))
+    with write_engine(engine).begin() as connection:
+        config.attributes["connection"] = connection
+        command.upgrade(config, "head")

@@ -1,0 +1,103 @@
+"""ORM tables of the review queue (SQLAlchemy 2.x declarative).
+
+The tables change only through migrations in annotate/migrations/versions; keep this file and
+the latest migration describing the same schema (tests/test_queue.py checks they agree).
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from sqlalchemy import DateTime, Float, ForeignKey, Index, Integer, String, Text
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+
+class Base(DeclarativeBase):
+    pass
+
+
+class ImageRow(Base):
+    __tablename__ = "images"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    # Identity: sha256 of the file bytes, or of "url:" + URL for images not fetched.
+    sha256: Mapped[str] = mapped_column(String(64), unique=True)
+    hash_kind: Mapped[str] = mapped_column(String(8))
+    path: Mapped[str | None] = mapped_column(Text)  # relative to the data folder
+    source_url: Mapped[str | None] = mapped_column(Text)
+    width: Mapped[int | None] = mapped_column(Integer)
+    height: Mapped[int | None] = mapped_column(Integer)
+    licence: Mapped[str | None] = mapped_column(Text)
+    consent: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(DateTime)
+
+
+class ItemRow(Base):
+    __tablename__ = "items"
+    __table_args__ = (
+        Index("ix_items_status_id", "status", "id"),
+        Index("ix_items_status_lease", "status", "lease_expires_at"),
+        Index("ix_items_claimed_by", "claimed_by"),
+        Index("ix_items_decided_by", "decided_by"),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    image_id: Mapped[int] = mapped_column(ForeignKey("images.id"), unique=True)
+    status: Mapped[str] = mapped_column(String(16))
+    # Optimistic locking: the ORM adds "AND version = <read value>" to every UPDATE and raises
+    # StaleDataError when another writer got there first.
+    version: Mapped[int] = mapped_column(Integer)
+    __mapper_args__ = {"version_id_col": version}
+    claimed_by: Mapped[str | None] = mapped_column(String(200))
+    lease_expires_at: Mapped[datetime | None] = mapped_column(DateTime)
+    reject_reason: Mapped[str | None] = mapped_column(Text)
+    decided_by: Mapped[str | None] = mapped_column(String(200))
+    decided_at: Mapped[datetime | None] = mapped_column(DateTime)
+    edit_rate: Mapped[float | None] = mapped_column(Float)
+    # The model draft, as produced (never edited).
+    model_name: Mapped[str] = mapped_column(String(200))
+    model_version: Mapped[str] = mapped_column(String(200))
+    preset: Mapped[str | None] = mapped_column(String(100))
+    prompt: Mapped[str | None] = mapped_column(Text)
+    settings_json: Mapped[str] = mapped_column(Text)
+    draft_caption: Mapped[str] = mapped_column(Text)
+    # Copy of the latest revision (NULL: nobody edited the draft yet), written in the same
+    # transaction as that revision so reads and exports need no join over the history.
+    caption: Mapped[str | None] = mapped_column(Text)
+    fields_json: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(DateTime)
+    updated_at: Mapped[datetime] = mapped_column(DateTime)
+
+
+class RevisionRow(Base):
+    """Append-only caption history: rows are inserted, never updated or deleted."""
+
+    __tablename__ = "revisions"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    item_id: Mapped[int] = mapped_column(ForeignKey("items.id"), index=True)
+    caption: Mapped[str] = mapped_column(Text)
+    face: Mapped[str | None] = mapped_column(Text)
+    body: Mapped[str | None] = mapped_column(Text)
+    action: Mapped[str | None] = mapped_column(Text)
+    background: Mapped[str | None] = mapped_column(Text)
+    reviewer: Mapped[str] = mapped_column(String(200), index=True)
+    kind: Mapped[str] = mapped_column(String(16))  # "correct" | "undo"
+    created_at: Mapped[datetime] = mapped_column(DateTime)
+
+
+class ActionRow(Base):
+    """The action log: every state change, with the state before it so it can be undone."""
+
+    __tablename__ = "actions"
+    __table_args__ = (Index("ix_actions_reviewer_id", "reviewer", "id"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    item_id: Mapped[int] = mapped_column(ForeignKey("items.id"), index=True)
+    reviewer: Mapped[str | None] = mapped_column(String(200))
+    action: Mapped[str] = mapped_column(String(16))
+    detail: Mapped[str | None] = mapped_column(Text)
+    before_json: Mapped[str] = mapped_column(Text)  # item columns before the action
+    version_after: Mapped[int] = mapped_column(Integer)
+    created_at: Mapped[datetime] = mapped_column(DateTime)
+    undone_at: Mapped[datetime | None] = mapped_column(DateTime)

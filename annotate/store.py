@@ -1,0 +1,415 @@
+"""The review queue's API: `Store`.
+
+    store = Store()                                  # $HUMANVLM_DB_URL or ./data/studio.db
+    item_id = store.enqueue(image=photo, draft=Draft("demo", "v1", caption="..."))
+    item = store.claim_next("alice")                 # leased to alice for 10 minutes
+    version = store.submit_correction(item.id, "alice", "A woman in ...", item.version)
+    store.approve(item.id, "alice", expected_version=version)
+
+Every write is one transaction (BEGIN IMMEDIATE on SQLite) and appends to the action log, so
+a reviewer's last action can be undone. Stale writes raise `ConflictError` instead of
+overwriting someone else's work. Images are identified by content hash: queuing the same photo
+twice raises `DuplicateImage` carrying the existing item's id (`.item_id`).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+
+from rapidfuzz.distance import Levenshtein
+from sqlalchemy import select
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session, sessionmaker
+from sqlalchemy.orm.exc import StaleDataError
+
+from annotate import bulk, views
+from annotate.blobs import ImageFiles, prepare_image, url_identity
+from annotate.db import create_store_engine, migrate, resolve_data_dir, resolve_url, write_engine
+from annotate.errors import (
+    ClaimedByOther,
+    ConflictError,
+    DuplicateImage,
+    InvalidInput,
+    InvalidTransition,
+    ItemNotFound,
+    NothingToUndo,
+)
+from annotate.records import FIELDS, BulkResult, Draft, Item, NewItem
+from annotate.schema import ActionRow, ImageRow, ItemRow, RevisionRow
+
+# Item columns an action may change; the action log keeps their values from before it.
+STATE = ("status", "claimed_by", "lease_expires_at", "reject_reason", "decided_by",
+         "decided_at", "edit_rate", "caption", "fields_json")
+UNDOABLE = ("correct", "approve", "reject", "skip", "release")
+
+
+def utcnow() -> datetime:
+    return datetime.now(timezone.utc).replace(tzinfo=None)  # stored as naive UTC
+
+
+def edit_rate(draft: str, final: str) -> float:
+    """Reviewer effort: normalized Levenshtein distance, 0 = untouched, 1 = rewritten."""
+    return float(Levenshtein.normalized_distance(draft, final))
+
+
+class Store:
+    """The review queue on one database. Thread-safe: share one Store between threads."""
+
+    def __init__(self, url: str | None = None, data_dir: Path | None = None, *,
+                 lease_seconds: float = 600, busy_timeout_ms: int = 30_000, clock=utcnow):
+        self.data_dir = resolve_data_dir(data_dir)
+        self.url = resolve_url(url, self.data_dir)
+        self.engine = create_store_engine(self.url, busy_timeout_ms)
+        self.files = ImageFiles(self.data_dir)
+        self.lease_seconds = lease_seconds
+        self._clock = clock
+        self._reader = sessionmaker(self.engine)
+        self._writer = sessionmaker(write_engine(self.engine), expire_on_commit=False)
+        migrate(self.engine)
+
+    def __repr__(self) -> str:
+        return f"Store({make_url(self.url).render_as_string(hide_password=True)!r})"
+
+    def close(self) -> None:
+        self.engine.dispose()
+
+    def __enter__(self) -> Store:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    # ---- getting items in -------------------------------------------------------------
+
+    def enqueue(self, image, draft: Draft, source_url: str | None = None,
+                licence: str | None = None, consent: str | None = None) -> int:
+        """Queue a photo (PIL image, bytes or path) with its model draft; returns the item id."""
+        _check_draft(draft)
+        prepared = prepare_image(image)
+        self._raise_if_queued(prepared.sha256)
+        path = self.files.store(prepared)
+        row = NewItem(prepared.sha256, "content", draft, url=source_url, path=path,
+                      width=prepared.width, height=prepared.height, licence=licence, consent=consent)
+        return self._insert_one(row)
+
+    def enqueue_url(self, url: str, draft: Draft, licence: str | None = None,
+                    consent: str | None = None) -> int:
+        """Queue an image known only by its URL (nothing is downloaded)."""
+        _check_draft(draft)
+        if not url.lower().startswith(("http://", "https://")):
+            raise InvalidInput(f"not an http(s) image URL: {url[:200]!r}")
+        sha = url_identity(url)
+        self._raise_if_queued(sha)
+        return self._insert_one(NewItem(sha, "url", draft, url=url, licence=licence, consent=consent))
+
+    def enqueue_many(self, rows: Sequence[NewItem]) -> BulkResult:
+        """Queue many already-hashed rows in one transaction; duplicates are counted, not raised."""
+        with self._write() as session:
+            return bulk.insert_items(session, rows, self._clock())
+
+    def item_for_image(self, sha256: str) -> int | None:
+        """The item holding this image hash (content or URL identity), if any."""
+        with self._reader() as session:
+            return session.scalar(
+                select(ItemRow.id).join(ImageRow, ItemRow.image_id == ImageRow.id)
+                .where(ImageRow.sha256 == sha256)
+            )
+
+    def _raise_if_queued(self, sha256: str) -> None:
+        existing = self.item_for_image(sha256)
+        if existing is not None:
+            raise DuplicateImage(sha256, existing)
+
+    def _insert_one(self, row: NewItem) -> int:
+        try:
+            with self._write() as session:
+                result = bulk.insert_items(session, [row], self._clock(), return_ids=True)
+        except IntegrityError:  # a concurrent enqueue of the same image won the race
+            self._raise_if_queued(row.sha256)
+            raise
+        if not result.item_ids:
+            self._raise_if_queued(row.sha256)
+        return result.item_ids[0]
+
+    # ---- reviewing ---------------------------------------------------------------------
+
+    def claim_next(self, reviewer: str, lease_seconds: float | None = None) -> Item | None:
+        """Lease the next item to `reviewer`: their own live claim first, then expired claims,
+        then pending items in queue order. None when nothing is left to review."""
+        reviewer = _check_name(reviewer)
+        lease = timedelta(seconds=self.lease_seconds if lease_seconds is None else lease_seconds)
+        with self._write() as session:
+            now = self._clock()
+            row = session.scalars(_own_claim(reviewer, now)).first()
+            if row is None:
+                row = session.scalars(_expired_claim(now)).first() or session.scalars(_pending()).first()
+            if row is None:
+                return None
+            self._change(session, row, reviewer, "claim", status="in_review",
+                         claimed_by=reviewer, lease_expires_at=now + lease)
+            return views.load_item(session, self.files, row.id)
+
+    def submit_correction(self, item_id: int, reviewer: str, caption: str, expected_version: int,
+                          fields: dict[str, str] | None = None) -> int:
+        """Save a corrected caption (and structured fields); returns the item's new version.
+
+        Refused with `ConflictError` when the item changed since `expected_version` was read.
+        """
+        reviewer = _check_name(reviewer)
+        caption = _check_caption(caption)
+        clean_fields = _check_fields(fields)
+        with self._write() as session:
+            row = self._workable(session, item_id, reviewer, expected_version)
+            now = self._clock()
+            if clean_fields is None:
+                clean_fields = json.loads(row.fields_json) if row.fields_json else {}
+            session.add(RevisionRow(item_id=row.id, caption=caption, reviewer=reviewer,
+                                    kind="correct", created_at=now, **clean_fields))
+            return self._change(
+                session, row, reviewer, "correct", status="in_review", claimed_by=reviewer,
+                lease_expires_at=now + timedelta(seconds=self.lease_seconds), caption=caption,
+                fields_json=json.dumps(clean_fields, ensure_ascii=False) if clean_fields else None,
+            )
+
+    def approve(self, item_id: int, reviewer: str, expected_version: int | None = None) -> int:
+        """Approve the item's latest caption; records the draft->final edit rate."""
+        reviewer = _check_name(reviewer)
+        with self._write() as session:
+            row = self._workable(session, item_id, reviewer, expected_version)
+            final = row.caption if row.caption is not None else row.draft_caption
+            return self._decide(session, row, reviewer, "approve", "approved",
+                                edit_rate=edit_rate(row.draft_caption, final))
+
+    def reject(self, item_id: int, reviewer: str, reason: str,
+               expected_version: int | None = None) -> int:
+        reviewer = _check_name(reviewer)
+        if not reason or not reason.strip():
+            raise InvalidInput("say why the item is rejected (a reason is required)")
+        with self._write() as session:
+            row = self._workable(session, item_id, reviewer, expected_version)
+            return self._decide(session, row, reviewer, "reject", "rejected",
+                                reject_reason=reason.strip(), detail=reason.strip())
+
+    def skip(self, item_id: int, reviewer: str, expected_version: int | None = None) -> int:
+        """Set the item aside (status `skipped`); `reassign` puts it back in the queue."""
+        reviewer = _check_name(reviewer)
+        with self._write() as session:
+            row = self._workable(session, item_id, reviewer, expected_version)
+            return self._decide(session, row, reviewer, "skip", "skipped")
+
+    def release(self, item_id: int, reviewer: str) -> int:
+        """Give a claimed item back to the queue (status `pending`) without deciding."""
+        reviewer = _check_name(reviewer)
+        with self._write() as session:
+            row = self._get(session, item_id)
+            if row.status != "in_review" or row.claimed_by != reviewer:
+                raise InvalidTransition(f"item {item_id} is not claimed by {reviewer}")
+            return self._change(session, row, reviewer, "release", status="pending",
+                                claimed_by=None, lease_expires_at=None)
+
+    def reassign(self, item_id: int) -> int:
+        """Put any item back to `pending` (clearing claim and decision; captions are kept)."""
+        with self._write() as session:
+            row = self._get(session, item_id)
+            if row.status == "pending":
+                return row.version
+            return self._change(session, row, None, "reassign", status="pending", claimed_by=None,
+                                lease_expires_at=None, reject_reason=None, decided_by=None,
+                                decided_at=None, edit_rate=None)
+
+    def undo_last(self, reviewer: str) -> Item:
+        """Undo `reviewer`'s most recent correction/approve/reject/skip/release.
+
+        The item returns to its state before that action (a decided item comes back to the
+        reviewer, claimed, with a fresh lease). Refused if someone changed the item since.
+        """
+        reviewer = _check_name(reviewer)
+        with self._write() as session:
+            action = session.scalars(
+                select(ActionRow)
+                .where(ActionRow.reviewer == reviewer, ActionRow.action.in_(UNDOABLE),
+                       ActionRow.undone_at.is_(None))
+                .order_by(ActionRow.id.desc()).limit(1)
+            ).first()
+            if action is None:
+                raise NothingToUndo(reviewer)
+            row = self._get(session, action.item_id)
+            if row.version != action.version_after:
+                raise ConflictError(
+                    f"cannot undo your {action.action} of item {row.id}: it changed since "
+                    f"(version {action.version_after}, now {row.version})"
+                )
+            self._restore(session, row, reviewer, json.loads(action.before_json))
+            action.undone_at = self._clock()
+            session.flush()
+            return views.load_item(session, self.files, row.id)
+
+    # ---- reading -----------------------------------------------------------------------
+
+    def get_item(self, item_id: int) -> Item:
+        """The item with its image, draft, latest caption and fields, and full history."""
+        with self._reader() as session:
+            item = views.load_item(session, self.files, item_id)
+        if item is None:
+            raise ItemNotFound(item_id)
+        return item
+
+    def list_items(self, status: str | None = None, limit: int = 50, after_id: int = 0) -> list[Item]:
+        """Items in queue order (without history), optionally of one status; page with after_id."""
+        query = select(ItemRow, ImageRow).join(ImageRow, ItemRow.image_id == ImageRow.id)
+        if status is not None:
+            _check_status(status)
+            query = query.where(ItemRow.status == status)
+        query = query.where(ItemRow.id > after_id).order_by(ItemRow.id).limit(limit)
+        with self._reader() as session:
+            return [views.to_item(row, image, self.files) for row, image in session.execute(query)]
+
+    def counts(self) -> dict[str, int]:
+        """Number of items per status (every status present)."""
+        with self._reader() as session:
+            return views.counts(session)
+
+    def stats(self) -> dict:
+        """Counts per status, per reviewer and per model version (approval and edit rates)."""
+        with self._reader() as session:
+            by_status = views.counts(session)
+            return {
+                "total": sum(by_status.values()),
+                "by_status": by_status,
+                "by_reviewer": views.reviewer_table(session),
+                "by_model_version": views.model_table(session),
+            }
+
+    def reviewer_counts(self, name: str) -> dict:
+        """One reviewer's approved/rejected/skipped/corrections/in_review counts."""
+        with self._reader() as session:
+            return views.reviewer_table(session, name).get(name, views._reviewer_row())
+
+    # ---- internals ---------------------------------------------------------------------
+
+    @contextmanager
+    def _write(self) -> Iterator[Session]:
+        """One write transaction; an optimistic-locking miss becomes a ConflictError."""
+        try:
+            with self._writer.begin() as session:
+                yield session
+        except StaleDataError as exc:
+            raise ConflictError("the item was changed by someone else meanwhile; reload it") from exc
+
+    def _get(self, session: Session, item_id: int) -> ItemRow:
+        row = session.get(ItemRow, item_id)
+        if row is None:
+            raise ItemNotFound(item_id)
+        return row
+
+    def _workable(self, session: Session, item_id: int, reviewer: str,
+                  expected_version: int | None) -> ItemRow:
+        """The item, if `reviewer` may act on it now at `expected_version`."""
+        row = self._get(session, item_id)
+        if expected_version is not None and row.version != expected_version:
+            raise ConflictError(
+                f"item {item_id} changed since you loaded it (your version {expected_version}, "
+                f"now {row.version}); reload it and re-apply your edit"
+            )
+        if row.status in ("approved", "rejected"):
+            raise InvalidTransition(
+                f"item {item_id} is already {row.status}; reassign it to pending to review it again"
+            )
+        live_claim = row.lease_expires_at is not None and row.lease_expires_at > self._clock()
+        if row.status == "in_review" and row.claimed_by != reviewer and live_claim:
+            raise ClaimedByOther(item_id, row.claimed_by)
+        return row
+
+    def _decide(self, session: Session, row: ItemRow, reviewer: str, action: str, status: str,
+                detail: str | None = None, **values) -> int:
+        return self._change(session, row, reviewer, action, detail=detail, status=status,
+                            claimed_by=None, lease_expires_at=None, decided_by=reviewer,
+                            decided_at=self._clock(), **values)
+
+    def _change(self, session: Session, row: ItemRow, reviewer: str | None, action: str,
+                detail: str | None = None, **values) -> int:
+        """Apply `values` to the item (version +1) and log the action with the prior state."""
+        now = self._clock()
+        before = {name: _jsonable(getattr(row, name)) for name in STATE}
+        for name, value in values.items():
+            setattr(row, name, value)
+        row.updated_at = now
+        session.flush()  # UPDATE ... WHERE version = old: StaleDataError if someone won the race
+        session.add(ActionRow(item_id=row.id, reviewer=reviewer, action=action, detail=detail,
+                              before_json=json.dumps(before), version_after=row.version,
+                              created_at=now))
+        return row.version
+
+    def _restore(self, session: Session, row: ItemRow, reviewer: str, before: dict) -> None:
+        state = {name: _from_json(name, before.get(name)) for name in STATE}
+        if state["status"] == "in_review":  # the old lease may have run out meanwhile
+            state["claimed_by"] = reviewer
+            state["lease_expires_at"] = self._clock() + timedelta(seconds=self.lease_seconds)
+        if state["caption"] != row.caption or state["fields_json"] != row.fields_json:
+            restored = json.loads(state["fields_json"]) if state["fields_json"] else {}
+            text = state["caption"] if state["caption"] is not None else row.draft_caption
+            session.add(RevisionRow(item_id=row.id, caption=text, reviewer=reviewer, kind="undo",
+                                    created_at=self._clock(), **restored))
+        self._change(session, row, reviewer, "undo", **state)
+
+
+def _own_claim(reviewer: str, now: datetime):
+    return (select(ItemRow).where(ItemRow.status == "in_review", ItemRow.claimed_by == reviewer,
+                                  ItemRow.lease_expires_at > now).order_by(ItemRow.id).limit(1))
+
+
+def _expired_claim(now: datetime):
+    return (select(ItemRow).where(ItemRow.status == "in_review", ItemRow.lease_expires_at <= now)
+            .order_by(ItemRow.lease_expires_at).limit(1))
+
+
+def _pending():
+    return select(ItemRow).where(ItemRow.status == "pending").order_by(ItemRow.id).limit(1)
+
+
+def _jsonable(value):
+    return value.isoformat() if isinstance(value, datetime) else value
+
+
+def _from_json(name: str, value):
+    if value is not None and name in ("lease_expires_at", "decided_at"):
+        return datetime.fromisoformat(value)
+    return value
+
+
+def _check_name(reviewer: str) -> str:
+    if not isinstance(reviewer, str) or not reviewer.strip() or len(reviewer.strip()) > 200:
+        raise InvalidInput("a reviewer name (1 to 200 characters) is required")
+    return reviewer.strip()
+
+
+def _check_caption(caption: str) -> str:
+    if not isinstance(caption, str) or not caption.strip():
+        raise InvalidInput("the caption is empty; write a caption or reject the item")
+    return caption.strip()
+
+
+def _check_fields(fields: dict[str, str] | None) -> dict[str, str] | None:
+    if fields is None:
+        return None
+    unknown = set(fields) - set(FIELDS)
+    if unknown:
+        raise InvalidInput(f"unknown caption fields {sorted(unknown)}; use {', '.join(FIELDS)}")
+    return {name: value.strip() for name, value in fields.items() if value and value.strip()}
+
+
+def _check_draft(draft: Draft) -> None:
+    if not isinstance(draft, Draft) or not isinstance(draft.caption, str):
+        raise InvalidInput("a Draft with the model's caption is required")
+
+
+def _check_status(status: str) -> None:
+    from annotate.records import STATUSES
+
+    if status not in STATUSES:
+        raise InvalidInput(f"unknown status {status!r}; use one of {', '.join(STATUSES)}")
