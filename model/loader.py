@@ -13,6 +13,7 @@ import hashlib
 import json
 import logging
 import os
+import warnings
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 
@@ -155,11 +156,14 @@ def quantization_config(quant: str, dtype):
     from transformers import BitsAndBytesConfig
 
     # The vision tower and projector are small and sensitive: keep them in full precision.
-    skip = ["vision_tower", "multi_modal_projector", "lm_head"]
+    # Patterns match module names from the start (as regexes), hence the leading `.*`.
+    skip = [r".*vision_tower", r".*multi_modal_projector", "lm_head"]
     if quant == "4bit":
         return BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4",
                                   bnb_4bit_compute_dtype=dtype, bnb_4bit_use_double_quant=True,
                                   llm_int8_skip_modules=skip)
+    # On CPU, 8-bit matmuls cast fp32 inputs to fp16 and warn on every call.
+    warnings.filterwarnings("ignore", message="MatMul8bitLt: inputs will be cast")
     return BitsAndBytesConfig(load_in_8bit=True, llm_int8_skip_modules=skip)
 
 
