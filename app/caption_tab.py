@@ -6,6 +6,7 @@ wires the events. Per-user state (the photo and the conversation) lives in `gr.S
 
 from __future__ import annotations
 
+from functools import partial
 from pathlib import Path
 
 import gradio as gr
@@ -156,13 +157,13 @@ def build_caption_tab(slot: ModelSlot, on_send_to_review=None) -> dict:
                 clear_btn = gr.Button("Clear")
     settings = [max_new, temperature, top_p, rep]
     gpu = {"concurrency_id": GPU, "concurrency_limit": 1}
-    cap_event = caption_btn.click(lambda *a: (yield from caption_photo(slot, *a)),
+    cap_event = caption_btn.click(partial(caption_photo, slot),
                                   [photo, preset, prompt, *settings], [caption, chatbot, session],
                                   api_name="caption", **gpu)
-    chat_event = message.submit(lambda *a: (yield from chat(slot, *a)),
+    chat_event = message.submit(partial(chat, slot),
                                 [message, session, photo, *settings], [message, chatbot, session],
                                 api_name="chat", **gpu)
-    regen_event = regen_btn.click(lambda *a: (yield from regenerate(slot, *a)),
+    regen_event = regen_btn.click(partial(regenerate, slot),
                                   [session, photo, *settings], [message, chatbot, session],
                                   api_name="regenerate", **gpu)
     stop_btn.click(None, cancels=[cap_event, chat_event, regen_event])

@@ -17,7 +17,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 # Bump when the architecture or tokenizer changes: the cache folder name includes it.
-DEMO_VERSION = "v1"
+DEMO_VERSION = "v2"
 
 # Llama-3's special tokens plus HumanVLM's added `<image>` and `<pad>`.
 BOS, EOT_TEXT, HEADER_START, HEADER_END, EOT = (
@@ -215,10 +215,30 @@ def _build_model(spec: DemoSpec, tokenizer):
     )
     torch.manual_seed(spec.seed)
     model = LlavaForConditionalGeneration(config)
+    _prefer_whole_words(model, tokenizer)
     model.generation_config.eos_token_id = [tokenizer.eos_token_id, tokenizer.convert_tokens_to_ids(EOT_TEXT)]
     model.generation_config.pad_token_id = tokenizer.pad_token_id
     model.generation_config.bos_token_id = tokenizer.bos_token_id
     return model
+
+
+def _prefer_whole_words(model, tokenizer) -> None:
+    """Zero the output rows of byte fragments and special tokens.
+
+    An untrained model picks tokens at random; random byte fragments decode to invalid UTF-8
+    and control characters. With their logits at 0 (and whole-word tokens keeping random
+    logits), the untrained demo speaks in real, if meaningless, words. Training is unaffected:
+    the rows stay trainable.
+    """
+    import torch
+
+    vocab = tokenizer.get_vocab()
+    keep = [i for tok, i in vocab.items() if tok.startswith("Ġ") and len(tok) > 2 and tok[1:].isalpha()]
+    weight = model.lm_head.weight  # (padded vocab, hidden)
+    mask = torch.zeros(weight.shape[0], dtype=torch.bool)
+    mask[keep] = True
+    with torch.no_grad():
+        weight[~mask] = 0.0
 
 
 def _build_processor(spec: DemoSpec, tokenizer):

@@ -1,0 +1,44 @@
+"""The Caption & Chat tab in a real headless Chromium: upload, caption, see text stream in."""
+
+import pytest
+
+from app.ui import Services, build_app
+from model.loader import LoadConfig
+from model.slot import ModelSlot
+from tests.browser import browser_page
+from tests.conftest import ASTRONAUT
+
+pytestmark = pytest.mark.browser
+
+
+@pytest.fixture(scope="module")
+def app_url():
+    app = build_app(Services(slot=ModelSlot(LoadConfig(model="demo"))))
+    app.queue()
+    app.launch(server_name="127.0.0.1", prevent_thread_lock=True, quiet=True)
+    try:
+        yield app.local_url
+    finally:
+        app.close()
+
+
+def test_upload_caption_and_chat_in_chromium(app_url, artifacts_dir):
+    with browser_page() as page:
+        page.goto(app_url)
+        banner = page.locator("#demo-banner")
+        banner.get_by_text("Untrained demo model").wait_for(timeout=30_000)
+        page.locator("#photo input[type=file]").set_input_files(str(ASTRONAUT))
+        page.locator("#photo img").first.wait_for(timeout=30_000)
+        page.locator("#caption-btn").click()
+        caption = page.locator("#caption-out textarea")
+        page.wait_for_function(
+            "el => el.value.trim().length > 20", arg=caption.element_handle(), timeout=60_000)
+        assert len(caption.input_value().strip()) > 20
+        # A follow-up question streams into the chatbot.
+        page.locator("#chat-in textarea").fill("What is she holding?")
+        page.locator("#chat-in textarea").press("Enter")
+        page.locator("#chatbot").get_by_text("What is she holding?").wait_for(timeout=30_000)
+        page.wait_for_function(
+            "() => document.querySelectorAll('#chatbot .message').length >= 4", timeout=60_000)
+        page.screenshot(path=str(artifacts_dir / "caption-tab.png"), full_page=True)
+        assert "Traceback" not in page.content()

@@ -1,0 +1,92 @@
+"""The Caption & Chat tab, launched for real and driven with gradio_client."""
+
+import pytest
+from gradio_client import Client, handle_file
+
+from app.ui import Services, build_app
+from model.loader import LoadConfig
+from model.slot import ModelSlot
+from tests.conftest import ASTRONAUT
+
+SETTINGS = [24, 0.0, 0.9, 1.0]  # max new tokens, temperature, top-p, repetition penalty
+
+
+@pytest.fixture(scope="module")
+def client():
+    slot = ModelSlot(LoadConfig(model="demo"))
+    app = build_app(Services(slot=slot))
+    app.queue()
+    app.launch(server_name="127.0.0.1", server_port=None, prevent_thread_lock=True, quiet=True)
+    try:
+        yield Client(app.local_url, verbose=False), slot
+    finally:
+        app.close()
+
+
+def test_caption_streams_into_the_box_and_seeds_the_chat(client):
+    c, slot = client
+    job = c.submit(handle_file(str(ASTRONAUT)), "brief", "", *SETTINGS, api_name="/caption")
+    updates = list(job)
+    final_caption, chat = job.outputs()[-1]
+    assert len(updates) > 2, "the caption should arrive in several streamed updates"
+    assert final_caption
+    # The final caption is what the model says for this photo, through the same code path.
+    from model.images import load_image
+    from model.generate import GenerationSettings
+    from model.prompts import PRESETS
+
+    expected = slot.get().caption(load_image(ASTRONAUT), PRESETS["brief"], GenerationSettings(max_new_tokens=24))
+    assert final_caption == expected
+    assert [m["role"] for m in chat] == ["user", "assistant"]
+    assert text(chat[0]) == PRESETS["brief"] and text(chat[1]) == final_caption
+
+
+def text(message: dict) -> str:
+    content = message["content"]
+    return content if isinstance(content, str) else "".join(part.get("text", "") for part in content)
+
+
+def test_two_turn_chat_streams_and_keeps_context(client):
+    c, _ = client  # the conversation lives in the client's session state on the server
+    photo = handle_file(str(ASTRONAUT))
+    c.predict(photo, api_name="/clear_chat")
+    job = c.submit("What is she wearing?", photo, *SETTINGS, api_name="/chat")
+    first = list(job)
+    message, chat = job.outputs()[-1]
+    assert message == "" and len(first) > 2
+    assert [m["role"] for m in chat] == ["user", "assistant"]
+    job = c.submit("And her hair?", photo, *SETTINGS, api_name="/chat")
+    assert len(list(job)) > 2
+    _, chat = job.outputs()[-1]
+    assert [m["role"] for m in chat] == ["user", "assistant", "user", "assistant"]
+    assert [text(m) for m in chat if m["role"] == "user"] == ["What is she wearing?", "And her hair?"]
+    assert all(text(m) for m in chat)
+
+
+def test_regenerate_asks_the_last_question_again(client):
+    c, _ = client
+    photo = handle_file(str(ASTRONAUT))
+    c.predict(photo, api_name="/clear_chat")
+    _, chat = c.predict("Describe her.", photo, *SETTINGS, api_name="/chat")
+    _, regen_chat = c.predict(photo, *SETTINGS, api_name="/regenerate")
+    assert len(regen_chat) == len(chat) == 2
+    assert text(regen_chat[0]) == "Describe her."
+    assert text(regen_chat[1]) == text(chat[1])  # greedy: the same answer again
+
+
+def test_bad_upload_gets_a_clear_message(client, tmp_path):
+    c, _ = client
+    fake = tmp_path / "portrait.jpg"
+    fake.write_text("definitely not a photo")
+    with pytest.raises(Exception) as err:
+        c.predict(handle_file(str(fake)), "brief", "", *SETTINGS, api_name="/caption")
+    assert "not an image" in str(err.value)
+    assert "Traceback" not in str(err.value)
+
+
+def test_missing_photo_and_empty_question(client):
+    c, _ = client
+    with pytest.raises(Exception, match="Upload a photo"):
+        c.predict(None, "brief", "", *SETTINGS, api_name="/caption")
+    with pytest.raises(Exception, match="Type a question"):
+        c.predict("  ", handle_file(str(ASTRONAUT)), *SETTINGS, api_name="/chat")
