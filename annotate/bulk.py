@@ -8,8 +8,7 @@ import json
 from collections.abc import Sequence
 from datetime import datetime
 
-from sqlalchemy import insert, select
-from sqlalchemy.orm import Session
+from sqlalchemy import Connection, insert, select
 
 from annotate.records import BulkResult, NewItem
 from annotate.schema import ImageRow, ItemRow
@@ -18,20 +17,19 @@ from annotate.schema import ImageRow, ItemRow
 _IN_CHUNK = 900
 
 
-def insert_items(session: Session, rows: Sequence[NewItem], now: datetime,
+def insert_items(conn: Connection, rows: Sequence[NewItem], now: datetime,
                  return_ids: bool = False) -> BulkResult:
     """Insert new images and their items; rows whose image is already known are duplicates."""
     fresh: dict[str, NewItem] = {}
     for row in rows:
         fresh.setdefault(row.sha256, row)  # a repeat inside the batch is a duplicate too
-    for known in _existing(session, list(fresh)):
+    for known in _existing(conn, list(fresh)):
         del fresh[known]
     duplicates = len(rows) - len(fresh)
     if not fresh:
         return BulkResult(imported=0, duplicates=duplicates)
-    conn = session.connection()
     conn.execute(insert(ImageRow.__table__), [_image_values(row, now) for row in fresh.values()])
-    image_ids = _image_ids(session, list(fresh))
+    image_ids = _image_ids(conn, list(fresh))
     conn.execute(
         insert(ItemRow.__table__),
         [_item_values(row, image_ids[sha], now) for sha, row in fresh.items()],
@@ -39,25 +37,25 @@ def insert_items(session: Session, rows: Sequence[NewItem], now: datetime,
     item_ids: tuple[int, ...] = ()
     if return_ids:
         item_ids = tuple(
-            session.scalars(select(ItemRow.id).where(ItemRow.image_id.in_(image_ids.values())))
+            conn.scalars(select(ItemRow.id).where(ItemRow.image_id.in_(image_ids.values())))
         )
     return BulkResult(imported=len(fresh), duplicates=duplicates, item_ids=item_ids)
 
 
-def _existing(session: Session, shas: list[str]) -> set[str]:
+def _existing(conn: Connection, shas: list[str]) -> set[str]:
     found: set[str] = set()
     for start in range(0, len(shas), _IN_CHUNK):
         part = shas[start:start + _IN_CHUNK]
-        found.update(session.scalars(select(ImageRow.sha256).where(ImageRow.sha256.in_(part))))
+        found.update(conn.scalars(select(ImageRow.sha256).where(ImageRow.sha256.in_(part))))
     return found
 
 
-def _image_ids(session: Session, shas: list[str]) -> dict[str, int]:
+def _image_ids(conn: Connection, shas: list[str]) -> dict[str, int]:
     ids: dict[str, int] = {}
     for start in range(0, len(shas), _IN_CHUNK):
         part = shas[start:start + _IN_CHUNK]
         query = select(ImageRow.sha256, ImageRow.id).where(ImageRow.sha256.in_(part))
-        ids.update((sha, image_id) for sha, image_id in session.execute(query))
+        ids.update((sha, image_id) for sha, image_id in conn.execute(query))
     return ids
 
 

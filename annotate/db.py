@@ -22,7 +22,11 @@ from sqlalchemy.engine import make_url
 DB_URL_ENV = "HUMANVLM_DB_URL"
 DATA_DIR_ENV = "HUMANVLM_DATA_DIR"
 MIGRATIONS = Path(__file__).parent / "migrations"
-# Execution option that marks an engine's transactions as writes (BEGIN IMMEDIATE).
+# Execution option that marks an engine's transactions as writes (BEGIN IMMEDIATE). Its value
+# says how durable the commit must be: "durable" (synchronous=FULL: fsync the WAL before the
+# commit returns) for captions and decisions, "lease" (synchronous=NORMAL) for claims, which
+# only lease an item: a claim lost to a power cut leaves the item claimable again and loses no
+# work, and the next durable commit flushes it anyway. Either survives a crash of the process.
 WRITE_OPTION = "humanvlm_write"
 
 
@@ -65,7 +69,7 @@ def create_store_engine(url: str, busy_timeout_ms: int = 30_000) -> Engine:
 
 def _install_sqlite_hooks(engine: Engine, busy_timeout_ms: int) -> None:
     @event.listens_for(engine, "connect")
-    def _on_connect(dbapi_connection, _record):
+    def _on_connect(dbapi_connection, record):
         dbapi_connection.isolation_level = None  # we emit BEGIN ourselves, below
         cursor = dbapi_connection.cursor()
         for pragma in (
@@ -76,16 +80,30 @@ def _install_sqlite_hooks(engine: Engine, busy_timeout_ms: int) -> None:
         ):
             cursor.execute(f"PRAGMA {pragma}")
         cursor.close()
+        record.info["synchronous"] = "FULL"
 
     @event.listens_for(engine, "begin")
     def _on_begin(conn):
-        immediate = conn.get_execution_options().get(WRITE_OPTION)
-        conn.exec_driver_sql("BEGIN IMMEDIATE" if immediate else "BEGIN")
+        mode = conn.get_execution_options().get(WRITE_OPTION)
+        if not mode:
+            conn.exec_driver_sql("BEGIN")
+            return
+        wanted = "NORMAL" if mode == "lease" else "FULL"
+        info = conn.connection.info  # per DBAPI connection: set the pragma only when it changes
+        if info.get("synchronous") != wanted:
+            conn.exec_driver_sql(f"PRAGMA synchronous={wanted}")
+            info["synchronous"] = wanted
+        conn.exec_driver_sql("BEGIN IMMEDIATE")
 
 
-def write_engine(engine: Engine) -> Engine:
-    """The same engine and pool, but every transaction begins as a write (BEGIN IMMEDIATE)."""
-    return engine.execution_options(**{WRITE_OPTION: True})
+def write_engine(engine: Engine, durability: str = "durable") -> Engine:
+    """The same engine and pool, but every transaction begins as a write (BEGIN IMMEDIATE).
+
+    durability: "durable" (synchronous=FULL) or "lease" (synchronous=NORMAL, for claims).
+    """
+    if durability not in ("durable", "lease"):
+        raise ValueError(f"durability must be 'durable' or 'lease', not {durability!r}")
+    return engine.execution_options(**{WRITE_OPTION: durability})
 
 
 def migrate(engine: Engine) -> None:

@@ -5,8 +5,7 @@ from __future__ import annotations
 import json
 from collections import defaultdict
 
-from sqlalchemy import func, select
-from sqlalchemy.orm import Session
+from sqlalchemy import Connection, bindparam, func, select
 
 from annotate.blobs import ImageFiles
 from annotate.records import (
@@ -21,82 +20,90 @@ from annotate.records import (
 from annotate.schema import ActionRow, ImageRow, ItemRow, RevisionRow
 
 
-def load_item(session: Session, files: ImageFiles, item_id: int, history: bool = True) -> Item | None:
-    found = session.execute(
-        select(ItemRow, ImageRow).join(ImageRow, ItemRow.image_id == ImageRow.id).where(ItemRow.id == item_id)
-    ).first()
+ITEMS = ItemRow.__table__
+IMAGES = ImageRow.__table__
+REVISIONS = RevisionRow.__table__
+ACTIONS = ActionRow.__table__
+# An item row joined with its image's columns (names do not collide with the item's).
+ITEM_WITH_IMAGE = select(
+    ITEMS, IMAGES.c.sha256, IMAGES.c.hash_kind, IMAGES.c.path, IMAGES.c.source_url,
+    IMAGES.c.width, IMAGES.c.height, IMAGES.c.licence, IMAGES.c.consent,
+).join(IMAGES, ITEMS.c.image_id == IMAGES.c.id)
+_ONE_ITEM = ITEM_WITH_IMAGE.where(ITEMS.c.id == bindparam("item_id"))
+_REVISIONS_OF = select(REVISIONS).where(REVISIONS.c.item_id == bindparam("item_id")).order_by(REVISIONS.c.id)
+_ACTIONS_OF = select(ACTIONS).where(ACTIONS.c.item_id == bindparam("item_id")).order_by(ACTIONS.c.id)
+
+
+def load_item(conn: Connection, files: ImageFiles, item_id: int, history: bool = True) -> Item | None:
+    found = conn.execute(_ONE_ITEM, {"item_id": item_id}).mappings().first()
     if found is None:
         return None
     revisions, actions = (), ()
     if history:
-        revisions = tuple(
-            _revision(row)
-            for row in session.scalars(
-                select(RevisionRow).where(RevisionRow.item_id == item_id).order_by(RevisionRow.id)
-            )
-        )
+        revisions = tuple(_revision(row) for row in conn.execute(_REVISIONS_OF, {"item_id": item_id}).mappings())
         actions = tuple(
-            Action(row.id, row.action, row.reviewer, row.created_at, row.undone_at is not None, row.detail)
-            for row in session.scalars(
-                select(ActionRow).where(ActionRow.item_id == item_id).order_by(ActionRow.id)
-            )
+            Action(row["id"], row["action"], row["reviewer"], row["created_at"],
+                   row["undone_at"] is not None, row["detail"])
+            for row in conn.execute(_ACTIONS_OF, {"item_id": item_id}).mappings()
         )
-    return to_item(found[0], found[1], files, revisions, actions)
+    return to_item(found, files, revisions, actions)
 
 
-def to_item(row: ItemRow, image: ImageRow, files: ImageFiles, revisions=(), actions=()) -> Item:
+def to_item(row, files: ImageFiles, revisions=(), actions=()) -> Item:
+    """An Item from a mapping with ITEM_WITH_IMAGE's columns."""
     draft = Draft(
-        model_name=row.model_name,
-        model_version=row.model_version,
-        caption=row.draft_caption,
-        preset=row.preset,
-        prompt=row.prompt,
-        settings=json.loads(row.settings_json or "{}"),
+        model_name=row["model_name"],
+        model_version=row["model_version"],
+        caption=row["draft_caption"],
+        preset=row["preset"],
+        prompt=row["prompt"],
+        settings=json.loads(row["settings_json"] or "{}"),
     )
     ref = ImageRef(
-        sha256=image.sha256,
-        hash_kind=image.hash_kind,
-        path=files.absolute(image.path),
-        url=image.source_url,
-        width=image.width,
-        height=image.height,
-        licence=image.licence,
-        consent=image.consent,
+        sha256=row["sha256"],
+        hash_kind=row["hash_kind"],
+        path=files.absolute(row["path"]),
+        url=row["source_url"],
+        width=row["width"],
+        height=row["height"],
+        licence=row["licence"],
+        consent=row["consent"],
     )
+    caption = row["caption"]
     return Item(
-        id=row.id,
-        status=row.status,
-        version=row.version,
+        id=row["id"],
+        status=row["status"],
+        version=row["version"],
         image=ref,
         draft=draft,
-        caption=row.caption if row.caption is not None else row.draft_caption,
-        fields=json.loads(row.fields_json) if row.fields_json else {},
-        claimed_by=row.claimed_by,
-        lease_expires_at=row.lease_expires_at,
-        reject_reason=row.reject_reason,
-        decided_by=row.decided_by,
-        edit_rate=row.edit_rate,
-        created_at=row.created_at,
+        caption=caption if caption is not None else row["draft_caption"],
+        fields=json.loads(row["fields_json"]) if row["fields_json"] else {},
+        claimed_by=row["claimed_by"],
+        lease_expires_at=row["lease_expires_at"],
+        reject_reason=row["reject_reason"],
+        decided_by=row["decided_by"],
+        edit_rate=row["edit_rate"],
+        created_at=row["created_at"],
         history=tuple(revisions),
         actions=tuple(actions),
     )
 
 
-def _revision(row: RevisionRow) -> Revision:
-    fields = {name: getattr(row, name) for name in FIELDS if getattr(row, name) is not None}
-    return Revision(row.id, row.caption, fields, row.reviewer, row.kind, row.created_at)
+def _revision(row) -> Revision:
+    fields = {name: row[name] for name in FIELDS if row[name] is not None}
+    return Revision(row["id"], row["caption"], fields, row["reviewer"], row["kind"], row["created_at"])
 
 
-def counts(session: Session) -> dict[str, int]:
+def counts(conn: Connection) -> dict[str, int]:
     out = dict.fromkeys(STATUSES, 0)
-    for status, n in session.execute(select(ItemRow.status, func.count()).group_by(ItemRow.status)):
+    for status, n in conn.execute(select(ItemRow.status, func.count()).group_by(ItemRow.status)):
         out[status] = n
     return out
 
 
-def reviewer_table(session: Session, name: str | None = None) -> dict[str, dict]:
+def reviewer_table(conn: Connection, name: str | None = None) -> dict[str, dict]:
     """Per reviewer: decisions by status, corrections saved, items held, mean edit rate."""
-    table: dict[str, dict] = defaultdict(_reviewer_row)
+    table: dict[str, dict] = defaultdict(empty_reviewer_row)
     decided = select(
         ItemRow.decided_by, ItemRow.status, func.count(), func.avg(ItemRow.edit_rate)
     ).where(ItemRow.decided_by.is_not(None))
@@ -106,28 +113,28 @@ def reviewer_table(session: Session, name: str | None = None) -> dict[str, dict]
         decided = decided.where(ItemRow.decided_by == name)
         corrections = corrections.where(RevisionRow.reviewer == name)
         held = held.where(ItemRow.claimed_by == name)
-    for who, status, n, mean_edit in session.execute(decided.group_by(ItemRow.decided_by, ItemRow.status)):
+    for who, status, n, mean_edit in conn.execute(decided.group_by(ItemRow.decided_by, ItemRow.status)):
         table[who][status] = n
         if status == "approved":
             table[who]["mean_edit_rate"] = _round(mean_edit)
-    for who, n in session.execute(corrections.group_by(RevisionRow.reviewer)):
+    for who, n in conn.execute(corrections.group_by(RevisionRow.reviewer)):
         table[who]["corrections"] = n
-    for who, n in session.execute(held.group_by(ItemRow.claimed_by)):
+    for who, n in conn.execute(held.group_by(ItemRow.claimed_by)):
         table[who]["in_review"] = n
     return dict(sorted(table.items()))
 
 
-def _reviewer_row() -> dict:
+def empty_reviewer_row() -> dict:
     return {"approved": 0, "rejected": 0, "skipped": 0, "corrections": 0, "in_review": 0, "mean_edit_rate": None}
 
 
-def model_table(session: Session) -> list[dict]:
+def model_table(conn: Connection) -> list[dict]:
     """Per model name and version: items by status, approval rate, mean edit rate."""
     rows: dict[tuple[str, str], dict] = {}
     query = select(
         ItemRow.model_name, ItemRow.model_version, ItemRow.status, func.count(), func.avg(ItemRow.edit_rate)
     ).group_by(ItemRow.model_name, ItemRow.model_version, ItemRow.status)
-    for name, version, status, n, mean_edit in session.execute(query):
+    for name, version, status, n, mean_edit in conn.execute(query):
         entry = rows.setdefault(
             (name, version),
             {"model_name": name, "model_version": version, "total": 0, **dict.fromkeys(STATUSES, 0)},

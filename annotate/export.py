@@ -1,0 +1,282 @@
+"""Export reviewed items as training data: HumanCaption-HQ parquet or LLaVA JSON.
+
+Layout of an export folder (one file per split, "train" and "heldout"):
+
+    humancaptionhq: train.parquet, heldout.parquet, images/<sha256>.<png|jpg>, manifest.json
+    llava:          train.json,    heldout.json,    images/<sha256>.<png|jpg>, manifest.json
+
+Parquet columns: `url`, `image` (relative path, or null for URL-only images),
+`human_caption_hq` (LLaVA turns: human prompt, gpt caption), the structured fields `face`,
+`body`, `action`, `background`, and provenance: `item_id`, `image_sha256`, `model_name`,
+`model_version`, `reviewer`, `edit_rate`, `licence`, `split`.
+LLaVA rows are {id, image, conversations}; items whose image was never fetched (URL only) have
+no file to point at and are left out (counted in the manifest as `skipped_without_image`).
+
+The split is a pure function of the image hash (first 32 bits / 2**32 < split: train), so an
+image lands in the same split in every export and evaluation images never leak into training.
+The folder is written atomically (annotate.atomic) and every exported image is re-encoded
+from pixels only: no EXIF, GPS, ICC or text metadata survives.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+from sqlalchemy import Connection, func, select
+
+from annotate.atomic import fsync_file, staged_folder
+from annotate.errors import ExportFailed, InvalidInput
+from annotate.records import STATUSES
+from annotate.store import Store
+from annotate.views import IMAGES, ITEMS
+
+FORMATS = ("humancaptionhq", "llava")
+SPLITS = ("train", "heldout")
+CHUNK_ROWS = 20_000
+TURN = pa.struct([("from", pa.string()), ("value", pa.string())])
+SCHEMA = pa.schema([
+    ("url", pa.string()), ("image", pa.string()), ("human_caption_hq", pa.list_(TURN)),
+    ("face", pa.string()), ("body", pa.string()), ("action", pa.string()), ("background", pa.string()),
+    ("item_id", pa.int64()), ("image_sha256", pa.string()), ("model_name", pa.string()),
+    ("model_version", pa.string()), ("reviewer", pa.string()), ("edit_rate", pa.float64()),
+    ("licence", pa.string()), ("split", pa.string()),
+])
+_COLUMNS = (ITEMS.c.id, IMAGES.c.sha256, IMAGES.c.path, IMAGES.c.source_url, IMAGES.c.licence,
+            ITEMS.c.model_name, ITEMS.c.model_version, ITEMS.c.decided_by, ITEMS.c.edit_rate,
+            ITEMS.c.prompt, func.coalesce(ITEMS.c.caption, ITEMS.c.draft_caption), ITEMS.c.fields_json)
+
+
+@dataclass
+class ExportResult:
+    out_dir: Path
+    format: str
+    counts: dict[str, int] = field(default_factory=lambda: dict.fromkeys(SPLITS, 0))
+    images_written: int = 0
+    faces_blurred: int = 0
+    skipped_without_image: int = 0
+    item_ids: dict[str, list[int]] = field(default_factory=lambda: {s: [] for s in SPLITS})
+
+    def summary(self) -> str:
+        faces = f", {self.faces_blurred} faces blurred" if self.faces_blurred else ""
+        return (f"{self.out_dir}: {self.counts['train']} train + {self.counts['heldout']} held-out "
+                f"rows ({self.format}), {self.images_written} images{faces}")
+
+
+def split_of(sha256: str, split: float) -> str:
+    """'train' or 'heldout', decided by the image hash alone."""
+    return "train" if int(sha256[:8], 16) / 2**32 < split else "heldout"
+
+
+def export(store: Store, out_dir: str | Path, format: str = "humancaptionhq", status: str = "approved",
+           blur_faces: bool = False, split: float = 0.9,
+           progress: Callable[[int], None] | None = None) -> ExportResult:
+    """Write items of `status` to `out_dir`; `progress(rows)` is called after each chunk."""
+    _check(format, status, split)
+    out_dir = Path(out_dir).resolve()
+    result = ExportResult(out_dir, format)
+    try:
+        with staged_folder(out_dir, _is_replaceable) as staged:
+            writer = _Writer(staged, format, split, blur_faces, store, result)
+            with store.engine.connect() as conn:
+                query = (select(*_COLUMNS).join(IMAGES, ITEMS.c.image_id == IMAGES.c.id)
+                         .where(ITEMS.c.status == status).order_by(ITEMS.c.id))
+                try:
+                    for rows in _chunks(conn, query, CHUNK_ROWS):
+                        writer.add(rows)
+                        if progress:
+                            progress(len(rows))
+                finally:
+                    writer.close()
+            _write_manifest(staged, result, status, split, blur_faces)
+    except FileExistsError as exc:
+        raise ExportFailed(f"{out_dir} exists and is not a previous export; choose an empty or new folder") from exc
+    except (BlockingIOError, OSError) as exc:  # disk full, permissions: the old export stays
+        raise ExportFailed(f"export to {out_dir} failed, previous export left intact: {exc}") from exc
+    return result
+
+
+def _chunks(conn: Connection, query, size: int):
+    """Result rows in lists of `size`, straight from the DBAPI cursor.
+
+    One SELECT is one consistent snapshot. Plain tuples from the driver skip SQLAlchemy's
+    per-row objects, which would otherwise cost a third of a large export's time.
+    """
+    compiled = query.compile(dialect=conn.dialect)
+    params = compiled.construct_params()
+    args = [params[name] for name in compiled.positiontup] if compiled.positional else params
+    cursor = conn.connection.driver_connection.cursor()
+    try:
+        cursor.execute(str(compiled), args)
+        while rows := cursor.fetchmany(size):
+            yield rows
+    finally:
+        cursor.close()
+
+
+def _check(format: str, status: str, split: float) -> None:
+    if format not in FORMATS:
+        raise InvalidInput(f"unknown export format {format!r}; use {' or '.join(FORMATS)}")
+    if status not in STATUSES:
+        raise InvalidInput(f"unknown status {status!r}; use one of {', '.join(STATUSES)}")
+    if not 0.0 < split <= 1.0:
+        raise InvalidInput(f"--split is the training fraction, in (0, 1]; got {split}")
+
+
+def _is_replaceable(folder: Path) -> bool:
+    return folder.is_dir() and (not any(folder.iterdir()) or (folder / "manifest.json").is_file())
+
+
+class _Writer:
+    """Accumulates rows per split and writes them in the chosen format."""
+
+    def __init__(self, folder: Path, format: str, split: float, blur: bool, store: Store, result: ExportResult):
+        from model.prompts import DEFAULT_PRESET, PRESETS
+
+        self.folder, self.format, self.split, self.blur = folder, format, split, blur
+        self.store, self.result = store, result
+        self.default_prompt = PRESETS[DEFAULT_PRESET]
+        self.parquet: dict[str, pq.ParquetWriter] = {}
+        self.pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="export-writer")
+        self.pending: Future | None = None
+        self.llava: dict[str, list[dict]] = {s: [] for s in SPLITS}
+
+    def add(self, rows) -> None:
+        (item_id, sha, path, url, licence, model_name, model_version, reviewer, edit_rate,
+         prompt, final, fields_json) = (list(col) for col in zip(*rows))
+        splits = [split_of(s, self.split) for s in sha]
+        images = [self._image(i, s, p) for i, s, p in zip(item_id, sha, path)]
+        human = ["<image>\n" + (p or self.default_prompt) for p in prompt]
+        if self.format == "llava":
+            self._add_llava(item_id, images, human, final, splits)
+            return
+        fields = [json.loads(f) if f else {} for f in fields_json]
+        for item, name in zip(item_id, splits):
+            self.result.item_ids[name].append(item)
+            self.result.counts[name] += 1
+        columns = {
+            "url": url, "image": images, "human_caption_hq": _turns(human, final),
+            **{name: [f.get(name) for f in fields] for name in ("face", "body", "action", "background")},
+            "item_id": item_id, "image_sha256": sha, "model_name": model_name,
+            "model_version": model_version, "reviewer": reviewer, "edit_rate": edit_rate,
+            "licence": licence, "split": splits,
+        }
+        table = pa.Table.from_pydict(columns, schema=SCHEMA)
+        parts = {name: table.filter(pc.equal(table["split"], name)) for name in SPLITS}
+        self._wait()  # at most one chunk in flight: memory stays at about two chunks
+        # Parquet encoding and compression release the GIL: write this chunk on the writer
+        # thread while the next one is read from the database.
+        self.pending = self.pool.submit(self._write_parts, parts)
+
+    def _write_parts(self, parts: dict[str, pa.Table]) -> None:
+        for name, part in parts.items():
+            if part.num_rows:
+                self._parquet_writer(name).write_table(part)
+
+    def _wait(self) -> None:
+        if self.pending is not None:
+            pending, self.pending = self.pending, None
+            pending.result()  # re-raises a failed write here
+
+    def _add_llava(self, item_id, images, human, final, splits) -> None:
+        for item, image, question, answer, name in zip(item_id, images, human, final, splits):
+            if image is None:
+                self.result.skipped_without_image += 1
+                continue
+            self.result.item_ids[name].append(item)
+            self.result.counts[name] += 1
+            self.llava[name].append({
+                "id": str(item), "image": image,
+                "conversations": [{"from": "human", "value": question}, {"from": "gpt", "value": answer}],
+            })
+
+    def _parquet_writer(self, name: str) -> pq.ParquetWriter:
+        if name not in self.parquet:
+            self.parquet[name] = pq.ParquetWriter(self.folder / f"{name}.parquet", SCHEMA)
+        return self.parquet[name]
+
+    def _image(self, item_id: int, sha: str, stored: str | None) -> str | None:
+        """Re-encode the stored image (metadata-free, faces blurred if asked) into images/."""
+        if stored is None:
+            return None
+        from model.images import ImageError, image_to_bytes, load_image
+
+        source = self.store.files.absolute(stored)
+        try:
+            img = load_image(source)
+        except ImageError as exc:
+            raise ExportFailed(f"item {item_id}: its stored image {source} is unusable: {exc}") from exc
+        if self.blur:
+            from annotate.faces import blur_faces
+
+            img, faces = blur_faces(img)
+            self.result.faces_blurred += faces
+        fmt, ext = ("PNG", "png") if stored.endswith(".png") else ("JPEG", "jpg")
+        relative = f"images/{sha}.{ext}"
+        target = self.folder / relative
+        target.parent.mkdir(exist_ok=True)
+        target.write_bytes(image_to_bytes(img, fmt))
+        fsync_file(target)
+        self.result.images_written += 1
+        return relative
+
+    def close(self) -> None:
+        try:
+            self._wait()
+        finally:
+            self.pool.shutdown(wait=True)
+        for name in SPLITS:
+            if self.format == "llava":
+                path = self.folder / f"{name}.json"
+                path.write_text(json.dumps(self.llava[name], ensure_ascii=False), encoding="utf-8")
+            else:
+                self._parquet_writer(name).close()  # an empty split still gets a valid file
+                path = self.folder / f"{name}.parquet"
+            fsync_file(path)
+        if (self.folder / "images").is_dir():
+            from annotate.atomic import fsync_dir
+
+            fsync_dir(self.folder / "images")
+
+
+def _turns(human: list[str], final: list[str]) -> pa.ListArray:
+    """[[{from: human, value}, {from: gpt, value}], ...] built column-wise (no per-row dicts)."""
+    n = len(final)
+    interleave = np.empty(2 * n, dtype=np.int64)  # human 0, gpt 0, human 1, gpt 1, ...
+    interleave[0::2] = np.arange(n)
+    interleave[1::2] = np.arange(n, 2 * n)
+    values = pa.concat_arrays([pa.array(human, pa.string()), pa.array(final, pa.string())]).take(interleave)
+    speakers = pa.array(["human", "gpt"], pa.string()).take(np.tile(np.array([0, 1]), n))
+    structs = pa.StructArray.from_arrays([speakers, values], fields=list(TURN))
+    offsets = pa.array(np.arange(0, 2 * n + 1, 2, dtype=np.int32))
+    return pa.ListArray.from_arrays(offsets, structs, type=pa.list_(TURN))
+
+
+def _write_manifest(folder: Path, result: ExportResult, status: str, split: float, blurred: bool) -> None:
+    files = sorted(str(p.relative_to(folder)) for p in folder.glob("*.*"))
+    manifest = {
+        "format": result.format,
+        "created_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "status": status,
+        "split": {"train_fraction": split, "rule": "int(image_sha256[:8], 16) / 2**32 < train_fraction -> train"},
+        "counts": {**result.counts, "total": sum(result.counts.values())},
+        "files": files + (["images/"] if result.images_written else []),
+        "images_written": result.images_written,
+        "faces_blurred": result.faces_blurred,
+        "blur_faces": blurred,
+        "skipped_without_image": result.skipped_without_image,
+        "item_ids": result.item_ids,
+    }
+    path = folder / "manifest.json"
+    ids = manifest.pop("item_ids")  # on one line each: a long list would be one id per line
+    text = json.dumps(manifest, indent=1)[:-2] + ',\n "item_ids": ' + json.dumps(ids, separators=(",", ":")) + "\n}\n"
+    path.write_text(text, encoding="utf-8")
+    fsync_file(path)

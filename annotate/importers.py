@@ -1,0 +1,227 @@
+"""Import HumanCaption datasets and LLaVA JSON into the review queue as drafts.
+
+Formats (CONTEXT.md):
+- HumanCaption-HQ parquet: `url`, `human_caption_hq` (LLaVA turns; the `gpt` turn is the draft).
+- HumanCaption-10M parquet: `url`, `image` (relative path), `human_caption` (plain text).
+- LLaVA JSON: a list of {id, image, conversations}; `image` is relative to the JSON's folder.
+
+Parquet files are streamed (`ParquetFile.iter_batches`), so memory stays flat however large the
+file; each chunk is validated, then inserted with one executemany per table. Malformed rows are
+skipped and reported by row number (0-based, as `datasets` and pandas index them). Images
+referenced only by URL are stored as URLs unless `fetch_images` is set; local image files are
+vetted by `model.images.load_image` and stored under the data folder.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from annotate.blobs import prepare_image, url_identity
+from annotate.errors import ImportFailed, QueueError
+from annotate.fetch import FetchLimits, fetch_bytes
+from annotate.records import Draft, NewItem
+from annotate.store import Store
+
+MAX_REASONS = 20  # bad-row reasons kept in the result; the count covers all of them
+
+
+@dataclass
+class ImportResult:
+    path: str
+    format: str
+    rows_read: int = 0
+    imported: int = 0
+    duplicates: int = 0
+    bad: int = 0
+    bad_reasons: list[str] = field(default_factory=list)
+    seconds: float = 0.0
+
+    def note_bad(self, row: int, reason: str) -> None:
+        self.bad += 1
+        if len(self.bad_reasons) < MAX_REASONS:
+            self.bad_reasons.append(f"row {row}: {reason}")
+
+    def summary(self) -> str:
+        return (f"{self.path}: {self.rows_read} rows read, {self.imported} imported, "
+                f"{self.duplicates} duplicates, {self.bad} bad ({self.seconds:.1f} s)")
+
+
+@dataclass
+class _Context:
+    store: Store
+    folder: Path  # relative image paths are resolved against this
+    source: str  # the dataset name recorded as the draft's model
+    version: str  # recorded as the draft's model version: which file it came from
+    fetch_images: bool
+    fetch_limits: FetchLimits
+    licence: str | None
+
+
+# A parser turns one raw row into (image reference, prompt, caption) or raises _BadRow.
+Parsed = tuple[str | None, str | None, str | None, str]  # url, local path, prompt, caption
+
+
+class _BadRow(Exception):
+    pass
+
+
+def import_file(store: Store, path: str | Path, fetch_images: bool = False, chunk_rows: int = 5000,
+                progress: Callable[[int], None] | None = None, licence: str | None = None,
+                fetch_limits: FetchLimits = FetchLimits()) -> ImportResult:
+    """Import one dataset file; `progress(rows)` is called after each chunk."""
+    path = Path(path)
+    if not path.is_file():
+        raise ImportFailed(f"{path} does not exist or is not a file")
+    start = time.perf_counter()
+    fmt, source, chunks = _open(path, chunk_rows)
+    result = ImportResult(str(path), fmt)
+    ctx = _Context(store, path.parent.resolve(), source, f"import:{path.name}",
+                   fetch_images, fetch_limits, licence)
+    parse = _PARSERS[fmt]
+    for first_row, raw_rows in chunks:
+        new_items = []
+        for offset, raw in enumerate(raw_rows):
+            row_number = first_row + offset
+            try:
+                new_items.append(_to_new_item(ctx, row_number, *parse(raw)))
+            except (_BadRow, QueueError, ValueError) as exc:  # ImageError is a ValueError
+                result.note_bad(row_number, str(exc))
+        result.rows_read += len(raw_rows)
+        done = store.enqueue_many(new_items)
+        result.imported += done.imported
+        result.duplicates += done.duplicates
+        if progress:
+            progress(len(raw_rows))
+    result.seconds = time.perf_counter() - start
+    return result
+
+
+def _open(path: Path, chunk_rows: int) -> tuple[str, str, Iterator[tuple[int, list]]]:
+    if path.suffix.lower() == ".json":
+        return "llava", "llava-json", _json_chunks(path, chunk_rows)
+    if path.suffix.lower() != ".parquet":
+        raise ImportFailed(f"{path.name}: import reads .parquet (HumanCaption) or .json (LLaVA) files")
+    import pyarrow.parquet as pq
+
+    try:
+        parquet = pq.ParquetFile(path)
+    except Exception as exc:  # pyarrow raises ArrowInvalid/OSError for non-parquet files
+        raise ImportFailed(f"{path.name} is not a readable parquet file: {exc}") from exc
+    names = set(parquet.schema_arrow.names)
+    if {"url", "human_caption_hq"} <= names:
+        return "humancaption-hq", "HumanCaption-HQ", _parquet_chunks(parquet, ["url", "human_caption_hq"], chunk_rows)
+    if {"url", "human_caption"} <= names:
+        columns = ["url", "human_caption"] + (["image"] if "image" in names else [])
+        return "humancaption-10m", "HumanCaption-10M", _parquet_chunks(parquet, columns, chunk_rows)
+    raise ImportFailed(
+        f"{path.name} has columns {sorted(names)}; expected url + human_caption_hq "
+        "(HumanCaption-HQ) or url + image + human_caption (HumanCaption-10M)"
+    )
+
+
+def _parquet_chunks(parquet, columns: list[str], chunk_rows: int) -> Iterator[tuple[int, list]]:
+    first = 0
+    for batch in parquet.iter_batches(batch_size=chunk_rows, columns=columns):
+        rows = batch.to_pylist()
+        yield first, rows
+        first += len(rows)
+
+
+def _json_chunks(path: Path, chunk_rows: int) -> Iterator[tuple[int, list]]:
+    # LLaVA files are one JSON list; json has no streaming reader, so this loads the list
+    # (LLaVA-format files are read whole by their training tools as well).
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise ImportFailed(f"{path.name} is not valid JSON: {exc}") from exc
+    if not isinstance(data, list):
+        raise ImportFailed(f"{path.name}: a LLaVA file is a JSON list of {{id, image, conversations}}")
+    for first in range(0, len(data), chunk_rows):
+        yield first, data[first:first + chunk_rows]
+
+
+def _parse_hq(raw: dict) -> Parsed:
+    prompt, caption = _from_turns(raw.get("human_caption_hq"))
+    return _url(raw.get("url")), None, prompt, caption
+
+
+def _parse_10m(raw: dict) -> Parsed:
+    caption = raw.get("human_caption")
+    if not isinstance(caption, str) or not caption.strip():
+        raise _BadRow("human_caption is empty or missing")
+    image = raw.get("image")
+    url = raw.get("url")
+    if not (isinstance(url, str) and url.strip()) and not image:
+        raise _BadRow("neither url nor image is set")
+    return (_url(url) if isinstance(url, str) and url.strip() else None), image or None, None, caption
+
+
+def _parse_llava(raw) -> Parsed:
+    if not isinstance(raw, dict):
+        raise _BadRow("not a JSON object")
+    image = raw.get("image")
+    if not isinstance(image, str) or not image.strip():
+        raise _BadRow("no image (text-only conversations cannot be reviewed as captions)")
+    prompt, caption = _from_turns(raw.get("conversations"))
+    return None, image, prompt, caption
+
+
+def _from_turns(turns) -> tuple[str | None, str]:
+    """(prompt without <image>, caption) from LLaVA turns: the first human and gpt turns."""
+    if not isinstance(turns, list):
+        raise _BadRow("conversation turns are missing")
+    texts: dict[str, str] = {}
+    for turn in turns:
+        if isinstance(turn, dict) and isinstance(turn.get("value"), str):
+            texts.setdefault(turn.get("from"), turn["value"])
+    caption = texts.get("gpt", "")
+    if not caption.strip():
+        raise _BadRow("no gpt turn with a caption")
+    prompt = texts.get("human", "").replace("<image>", "").strip() or None
+    return prompt, caption.strip()
+
+
+def _url(url) -> str:
+    if not isinstance(url, str) or not url.strip().lower().startswith(("http://", "https://")):
+        raise _BadRow(f"url is not an http(s) URL: {str(url)[:120]!r}")
+    return url.strip()
+
+
+_PARSERS = {"humancaption-hq": _parse_hq, "humancaption-10m": _parse_10m, "llava": _parse_llava}
+
+
+def _to_new_item(ctx: _Context, row: int, url: str | None, image: str | None,
+                 prompt: str | None, caption: str) -> NewItem:
+    draft = Draft(ctx.source, ctx.version, caption, prompt=prompt, settings={"row": row})
+    local = _local_file(ctx.folder, image) if image else None
+    if local is not None:
+        prepared = prepare_image(local)
+    elif url is None:
+        raise _BadRow(f"image file {image!r} not found next to the dataset")
+    elif ctx.fetch_images:
+        prepared = _fetched(ctx, url)
+        if prepared is None:  # this URL is already queued: count it as a duplicate
+            return NewItem(url_identity(url), "url", draft, url=url, licence=ctx.licence)
+    else:
+        return NewItem(url_identity(url), "url", draft, url=url, licence=ctx.licence)
+    path = ctx.store.files.store(prepared)
+    return NewItem(prepared.sha256, "content", draft, url=url, path=path,
+                   width=prepared.width, height=prepared.height, licence=ctx.licence)
+
+
+def _fetched(ctx: _Context, url: str):
+    if ctx.store.item_for_image(url_identity(url)) is not None:
+        return None
+    return prepare_image(fetch_bytes(url, ctx.fetch_limits))
+
+
+def _local_file(folder: Path, relative: str) -> Path | None:
+    """The image file for a relative path inside `folder`; paths leaving it are refused."""
+    candidate = (folder / relative).resolve()
+    if Path(relative).is_absolute() or not candidate.is_relative_to(folder):
+        raise _BadRow(f"image path {relative!r} points outside the dataset's folder")
+    return candidate if candidate.is_file() else None

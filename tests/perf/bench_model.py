@@ -1,0 +1,135 @@
+"""Live-demo benchmarks on the demo model (CPU), each a ratio measured in one run.
+
+    python -m tests.perf.bench_model [--repeats 5] [--json]
+
+1. streaming path (`VLM.stream`: worker thread + TextIteratorStreamer) vs a bare
+   `model.generate` on the same inputs: total time ratio (target <= 1.10);
+2. batched captioning (batch 8, one `generate`) vs one image at a time: images/s ratio
+   (target >= 3x);
+3. `python app.py` to the first HTTP 200 with the demo model (target <= 15 s).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[2]
+TOKENS = 128
+
+
+def _best(fn, repeats: int) -> float:
+    """Median wall time of `repeats` runs after one warm-up."""
+    fn()
+    times = []
+    for _ in range(repeats):
+        began = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - began)
+    return statistics.median(times)
+
+
+def bench_streaming(vlm, image, repeats: int) -> dict:
+    import torch
+
+    from model.generate import GenerationSettings
+
+    settings = GenerationSettings(max_new_tokens=TOKENS)
+    turns = [("Describe this photo of a person in detail.", None)]
+    inputs = vlm._inputs([image], [vlm.prompt_text(turns)])
+    kwargs = vlm._gen_kwargs(settings)
+
+    def bare():
+        with torch.inference_mode():
+            vlm.model.generate(**inputs, **kwargs)
+
+    def streamed():
+        for _ in vlm.stream(image, turns, settings):
+            pass
+
+    t_bare, t_stream = _best(bare, repeats), _best(streamed, repeats)
+    return {"bare_generate_s": round(t_bare, 4), "streaming_s": round(t_stream, 4),
+            "ratio": round(t_stream / t_bare, 3), "target": "<= 1.10", "new_tokens": TOKENS}
+
+
+def bench_batching(vlm, image, repeats: int, batch: int = 8) -> dict:
+    from model.generate import GenerationSettings
+
+    settings = GenerationSettings(max_new_tokens=TOKENS)
+    images = [image.rotate(15 * i) for i in range(batch)]
+    prompt = "Describe this photo of a person in one sentence."
+
+    def one_by_one():
+        for im in images:
+            vlm.caption_batch([im], prompt, settings)
+
+    def batched():
+        vlm.caption_batch(images, prompt, settings)
+
+    t_single, t_batch = _best(one_by_one, repeats), _best(batched, repeats)
+    return {"one_at_a_time_img_per_s": round(batch / t_single, 2), "batch8_img_per_s": round(batch / t_batch, 2),
+            "ratio": round(t_single / t_batch, 2), "target": ">= 3"}
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def bench_startup(cache_dir: str) -> dict:
+    """Seconds from launching `python app.py` to the first HTTP 200 (demo model already built)."""
+    port = _free_port()
+    env = os.environ | {"HUMANVLM_CACHE": cache_dir, "HUMANVLM_DATA_DIR": tempfile.mkdtemp(), "HF_HUB_OFFLINE": "1"}
+    began = time.perf_counter()
+    proc = subprocess.Popen([sys.executable, "app.py", "--port", str(port)], cwd=REPO, env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        while time.perf_counter() - began < 120:
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=1) as r:
+                    if r.status == 200:
+                        return {"seconds_to_first_200": round(time.perf_counter() - began, 2), "target": "<= 15"}
+            except OSError:
+                time.sleep(0.1)
+        raise RuntimeError("the app did not answer within 120 s")
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--json", action="store_true")
+    args = parser.parse_args(argv)
+    cache = tempfile.mkdtemp(prefix="bench-cache-")
+    os.environ["HUMANVLM_CACHE"] = cache
+    from model.images import load_image
+    from model.loader import LoadConfig, load_model
+
+    vlm = load_model(LoadConfig(model="demo"))
+    image = load_image(REPO / "static" / "examples" / "astronaut.png")
+    import torch
+
+    results = {"machine": f"{os.cpu_count()} CPU cores, torch {torch.__version__}, {torch.get_num_threads()} threads"}
+    for name, run in (("streaming_vs_generate", lambda: bench_streaming(vlm, image, args.repeats)),
+                      ("batch8_vs_single", lambda: bench_batching(vlm, image, args.repeats)),
+                      ("startup", lambda: bench_startup(cache))):
+        results[name] = run()
+        print(f"{name}: {results[name]}", file=sys.stderr, flush=True)
+    print(json.dumps(results, indent=None if args.json else 2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
