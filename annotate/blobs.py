@@ -48,6 +48,8 @@ def prepare_image(source, limits=None) -> PreparedImage:
     from model.images import ImageLimits, image_to_bytes, load_image
 
     limits = limits or ImageLimits()
+    if isinstance(source, PreparedImage):
+        return source
     if isinstance(source, Image.Image):
         data = image_to_bytes(load_image(source, limits), "PNG")
     elif isinstance(source, (bytes, bytearray, memoryview)):

@@ -56,6 +56,8 @@ _PENDING = select(ITEMS).where(ITEMS.c.status == "pending").order_by(ITEMS.c.id)
 # which skips rebuilding and re-hashing a statement on every call.
 _UPDATE_ITEM = update(ITEMS).where(ITEMS.c.id == bindparam("b_id"), ITEMS.c.version == bindparam("b_version"))
 _LOG_ACTION = insert(ACTIONS)
+_LATER_ACTIONS = select(ACTIONS.c.action, ACTIONS.c.reviewer, ACTIONS.c.undone_at).where(
+    ACTIONS.c.item_id == bindparam("item_id"), ACTIONS.c.id > bindparam("after"))
 _MARK_UNDONE = update(ACTIONS).where(ACTIONS.c.id == bindparam("b_id"))
 _ADD_REVISION = insert(REVISIONS)
 _LAST_UNDOABLE = (select(ACTIONS).where(ACTIONS.c.reviewer == bindparam("who"), ACTIONS.c.action.in_(UNDOABLE),
@@ -247,10 +249,16 @@ class Store:
             if action is None:
                 raise NothingToUndo(reviewer)
             row = self._get(conn, action["item_id"])
-            if row["version"] != action["version_after"]:
+            later = conn.execute(_LATER_ACTIONS, {"item_id": row["id"], "after": action["id"]}).mappings().all()
+            # Later actions on the item are fine only if they were undone, or were this
+            # reviewer's own undos and re-claims: then the item is as the action left it.
+            blocking = [a for a in later if not a["undone_at"]
+                        and not (a["reviewer"] == reviewer and a["action"] in ("undo", "claim"))]
+            if blocking:
+                changed_by = blocking[0]["reviewer"] or "a reassign"
                 raise ConflictError(
-                    f"cannot undo your {action['action']} of item {row['id']}: it changed since "
-                    f"(version {action['version_after']}, now {row['version']})"
+                    f"cannot undo your {action['action']} of item {row['id']}: it was changed "
+                    f"since by {changed_by}"
                 )
             self._restore(conn, row, reviewer, json.loads(action["before_json"]))
             conn.execute(_MARK_UNDONE, {"b_id": action["id"], "undone_at": self._clock()})
