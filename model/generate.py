@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import queue
 import threading
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
@@ -50,6 +51,54 @@ class _StopOnEvent:
         return self.event.is_set()
 
 
+class _TokenStreamer:
+    """Hands new token ids from the generation thread to the consumer.
+
+    transformers' TextIteratorStreamer decodes on the generation thread, re-decoding its
+    whole cache at every token; on a small model that costs more than the forward pass.
+    Here `put` only enqueues ids and decoding happens on the consumer's thread, overlapping
+    with generation.
+    """
+
+    def __init__(self):
+        self.queue: queue.SimpleQueue = queue.SimpleQueue()
+        self._prompt_seen = False
+
+    def put(self, value) -> None:
+        if not self._prompt_seen:  # the first call carries the prompt
+            self._prompt_seen = True
+            return
+        self.queue.put(value.reshape(-1).tolist())
+
+    def end(self) -> None:
+        self.queue.put(None)
+
+
+def _detokenize(streamer: _TokenStreamer, tokenizer) -> Iterator[str]:
+    """Incremental decoding: emit text once it no longer ends in a partial UTF-8 character.
+
+    Decodes only the ids since the last emitted piece (plus a few for context), so the cost
+    per token stays constant however long the answer gets.
+    """
+    ids: list[int] = []
+    prefix = read = 0  # ids[prefix:read] is the context already emitted
+    done = False
+    while not done:
+        chunk = streamer.queue.get()
+        while chunk is not None:  # drain whatever else is ready in one go
+            ids.extend(chunk)
+            try:
+                chunk = streamer.queue.get_nowait()
+            except queue.Empty:
+                break
+        done = chunk is None
+        before = tokenizer.decode(ids[prefix:read], skip_special_tokens=True)
+        text = tokenizer.decode(ids[prefix:], skip_special_tokens=True)
+        if len(text) > len(before) and (done or not text.endswith("\ufffd")):
+            yield text[len(before):]
+            prefix, read = read, len(ids)
+
+
 class VLM:
     """A loaded vision-language model: the only object the UI, queue and trainer talk to."""
 
@@ -90,14 +139,12 @@ class VLM:
     def stream(self, image, turns: Turns, settings: GenerationSettings | None = None) -> Iterator[str]:
         """Yield the answer to the last turn piece by piece.
 
-        Generation runs on a worker thread feeding a TextIteratorStreamer. The thread is always
+        Generation runs on a worker thread feeding a token queue. The thread is always
         joined: closing this generator early (a stop button, a client that went away) sets an
         event that ends generation at the next token. A failure in the worker is raised here.
         """
-        from transformers import TextIteratorStreamer
-
         inputs = self._inputs([image], [self.prompt_text(turns)])
-        streamer = TextIteratorStreamer(self.processor.tokenizer, skip_prompt=True, skip_special_tokens=True)
+        streamer = _TokenStreamer()
         stop, errors = threading.Event(), []
 
         def work():
@@ -112,9 +159,7 @@ class VLM:
         worker = threading.Thread(target=work, name="vlm-generate", daemon=True)
         worker.start()
         try:
-            for piece in streamer:
-                if piece:
-                    yield piece
+            yield from _detokenize(streamer, self.processor.tokenizer)
         finally:
             stop.set()
             worker.join()
