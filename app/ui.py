@@ -70,7 +70,8 @@ def _send_to_review_handler(services: Services):
         if not session or not session.get("photo") or not (caption or "").strip():
             raise gr.Error("Caption a photo first, then send the caption to review.")
         try:
-            item_id, duplicate = enqueue_caption(services.store, services.slot.get(), session, caption)
+            sender = getattr(request, "username", None) or "demo"
+            item_id, duplicate = enqueue_caption(services.store, services.slot.get(), session, caption, sender)
         except Exception as exc:
             if getattr(exc, "user_facing", False):
                 raise gr.Error(str(exc)) from None

@@ -1,0 +1,36 @@
+"""Model captions from the live demo become drafts in the review queue."""
+
+from __future__ import annotations
+
+from annotate.errors import DuplicateImage
+from annotate.records import Draft
+
+
+def draft_from_session(vlm, session: dict) -> Draft:
+    """The model's own caption of the photo, with how it was produced (for provenance)."""
+    question, answer = session["turns"][0]
+    return Draft(model_name=vlm.info.name, model_version=vlm.info.version, caption=answer,
+                 preset=session.get("preset"), prompt=question, settings=session.get("settings") or {})
+
+
+def enqueue_caption(store, vlm, session: dict, caption: str, sender: str = "demo") -> tuple[int, bool]:
+    """Queue the session's photo with the model's caption as the draft.
+
+    When the user edited the caption before sending it, the edit is saved as the item's
+    first revision by `sender` and the item goes back to the queue for review: the draft
+    stays what the model said, so edit rates measure the model. Returns (item id, was it
+    already queued).
+    """
+    if not session.get("turns") or session["turns"][0][1] is None:
+        raise ValueError("caption the photo first")
+    draft = draft_from_session(vlm, session)
+    try:
+        item_id = store.enqueue(session["photo"], draft)
+    except DuplicateImage as exc:
+        return exc.item_id, True
+    edited = (caption or "").strip()
+    if edited and edited != draft.caption.strip():
+        item = store.get_item(item_id)
+        store.submit_correction(item_id, sender, edited, expected_version=item.version)
+        store.release(item_id, sender)
+    return item_id, False
