@@ -1,6 +1,7 @@
 """Export reviewed items as training data: HumanCaption-HQ parquet or LLaVA JSON.
 
-Layout of an export folder (one file per split, "train" and "heldout"):
+Layout of an export folder (one file per split, "train" and "heldout"; a split without rows
+has no file, and manifest.json lists the files written):
 
     humancaptionhq: train.parquet, heldout.parquet, images/<sha256>.<png|jpg>, manifest.json
     llava:          train.json,    heldout.json,    images/<sha256>.<png|jpg>, manifest.json
@@ -233,13 +234,15 @@ class _Writer:
             self._wait()
         finally:
             self.pool.shutdown(wait=True)
-        for name in SPLITS:
-            if self.format == "llava":
+        for name in SPLITS:  # a split with no rows gets no file (`datasets` cannot load one)
+            if self.format == "llava" and self.llava[name]:
                 path = self.folder / f"{name}.json"
                 path.write_text(json.dumps(self.llava[name], ensure_ascii=False), encoding="utf-8")
-            else:
-                self._parquet_writer(name).close()  # an empty split still gets a valid file
+            elif name in self.parquet:
+                self.parquet[name].close()
                 path = self.folder / f"{name}.parquet"
+            else:
+                continue
             fsync_file(path)
         if (self.folder / "images").is_dir():
             from annotate.atomic import fsync_dir
