@@ -151,7 +151,8 @@ def run_import(args) -> int:
 
     store = open_store(args)
     for path in args.files:
-        with tqdm(unit="row", desc=str(path), file=sys.stderr, disable=args.json) as bar:
+        # delay: no bar for quick imports, nor before an error about the file itself.
+        with tqdm(unit="row", desc=str(path), file=sys.stderr, disable=args.json, delay=0.5) as bar:
             result = import_file(store, path, fetch_images=args.fetch_images, chunk_rows=args.chunk_rows,
                                  progress=bar.update, licence=args.licence)
         if args.json:
@@ -228,7 +229,7 @@ def run_export(args) -> int:
 
     store = open_store(args)
     total = store.counts()[args.status]
-    with tqdm(total=total, unit="row", desc="export", file=sys.stderr, disable=args.json) as bar:
+    with tqdm(total=total, unit="row", desc="export", file=sys.stderr, disable=args.json, delay=0.5) as bar:
         result = export(store, args.out, format=args.format, status=args.status,
                         blur_faces=args.blur_faces, split=args.split, progress=bar.update)
     if args.json:
