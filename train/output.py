@@ -1,0 +1,157 @@
+"""What a finished run leaves in its output folder, so any version traces back to its data.
+
+    OUT/adapter_config.json, adapter_model.safetensors   LoRA/QLoRA (load: --model BASE --adapter OUT)
+    OUT/config.json, model.safetensors, processor files  full, or --merge (load: --model OUT;
+                                                         the adapter is kept in OUT/adapter/)
+    OUT/training_config.json   every option, resolved defaults, library versions
+    OUT/data_manifest.json     the export (folder, sha256, manifest) and the item ids per split
+    OUT/metrics.json           training loss, steps, runtime, throughput, peak memory
+    OUT/progress.jsonl         the loss curve; OUT/status.json the last state of the run
+    OUT/eval.json              held-out scores (base and new version) when evaluated
+    OUT/studio_version.json    the version id, base, method and how to load it
+    OUT/checkpoints/           resumable checkpoints (the newest `--save-limit`)
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import resource
+import sys
+from datetime import datetime, timezone
+from pathlib import Path
+
+from train.progress import write_json_atomic
+from train.versions import VERSION_FILE
+
+log = logging.getLogger(__name__)
+CHECKPOINTS = "checkpoints"
+ADAPTER_FILES = ("adapter_config.json", "adapter_model.safetensors", "README.md")
+
+
+def find_checkpoint(out: Path) -> str | None:
+    """The newest complete checkpoint: trainer_state.json is written last, so a checkpoint cut
+    short by a kill has none (or an unreadable one) and is passed over."""
+    folder = out / CHECKPOINTS
+    if not folder.is_dir():
+        return None
+    candidates = sorted((p for p in folder.glob("checkpoint-*") if p.name.split("-")[-1].isdigit()),
+                        key=lambda p: int(p.name.split("-")[-1]), reverse=True)
+    for path in candidates:
+        try:
+            json.loads((path / "trainer_state.json").read_text())
+        except (OSError, ValueError):
+            log.warning("skipping incomplete checkpoint %s", path)
+            continue
+        return str(path)
+    return None
+
+
+def save_version(trainer, vlm, resolved, data, result, out: Path) -> dict:
+    """Save weights and provenance; returns the studio_version.json record (main process)."""
+    options = resolved.options
+    trainer.save_model(str(out))
+    if not trainer.is_world_process_zero():
+        return {}
+    if options.merge:
+        _merge(out, options, vlm)
+    base_ref = _base_ref(options.base)
+    metrics = _metrics(trainer, result, data)
+    manifest = data.describe()
+    config = resolved.as_dict() | {"base_version": vlm.info.version, "world_size": trainer.args.world_size,
+                                   "libraries": _library_versions()}
+    stands_alone = options.method == "full" or options.merge
+    meta = {
+        "version": _version_id(out, config, manifest, metrics),
+        "base": base_ref, "base_version": vlm.info.version,
+        "base_is_demo": resolved.is_demo, "method": options.method, "merged": options.merge,
+        "load": {"model": str(out) if stands_alone else base_ref, "adapter": None if stands_alone else str(out)},
+        "created_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "data": {"export": manifest["export"], "format": manifest["format"], "sha256": manifest["sha256"],
+                 "train_items": len(manifest["items"]["train"]), "heldout_items": len(manifest["items"]["heldout"])},
+        "metrics": metrics,
+    }
+    write_json_atomic(out / "training_config.json", config)
+    write_json_atomic(out / "data_manifest.json", manifest)
+    write_json_atomic(out / "metrics.json", metrics)
+    write_json_atomic(out / VERSION_FILE, meta)  # last: its presence means the version is complete
+    return meta
+
+
+def _base_ref(base: str) -> str:
+    """How to load the base again: a local folder as an absolute path, anything else as given."""
+    return str(Path(base).resolve()) if Path(base).is_dir() else base
+
+
+def _version_id(out: Path, config: dict, manifest: dict, metrics: dict) -> str:
+    digest = hashlib.sha256(json.dumps([config, manifest["sha256"], metrics, datetime.now(timezone.utc).isoformat()],
+                                       sort_keys=True, default=str).encode())
+    slug = "".join(c if c.isalnum() or c in "-_." else "-" for c in out.name)[:40] or "version"
+    return f"{slug}-{digest.hexdigest()[:8]}"
+
+
+def _metrics(trainer, result, data) -> dict:
+    import torch
+
+    losses = [h["loss"] for h in trainer.state.log_history if "loss" in h]
+    peak = {"peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)}
+    if torch.cuda.is_available():
+        peak["peak_gpu_mb"] = round(torch.cuda.max_memory_allocated() / 2**20, 1)
+    return {
+        "train_loss": round(result.training_loss, 5), "final_loss": losses[-1] if losses else None,
+        "first_loss": losses[0] if losses else None, "steps": trainer.state.global_step,
+        "epochs": round(trainer.state.epoch or 0, 3), "runtime_s": round(result.metrics.get("train_runtime", 0), 2),
+        "samples_per_s": round(result.metrics.get("train_samples_per_second", 0), 3),
+        "train_items": data.counts()["train"], **peak,
+    }
+
+
+def _library_versions() -> dict:
+    from importlib.metadata import PackageNotFoundError, version
+
+    out = {"python": sys.version.split()[0]}
+    for name in ("torch", "transformers", "trl", "peft", "accelerate", "bitsandbytes"):
+        try:
+            out[name] = version(name)
+        except PackageNotFoundError:
+            out[name] = None
+    return out
+
+
+def _merge(out: Path, options, vlm) -> None:
+    """Merge the adapter into an unquantized copy of the base and save the whole model in OUT."""
+    from peft import PeftModel
+
+    from model.loader import LoadConfig, load_model
+
+    adapter_dir = out / "adapter"
+    adapter_dir.mkdir(exist_ok=True)
+    for name in ADAPTER_FILES:
+        if (out / name).exists():
+            (out / name).replace(adapter_dir / name)
+    dtype = vlm.info.dtype if vlm.info.quant == "none" else "bfloat16"
+    base = load_model(LoadConfig(model=options.base, device="cpu", dtype=dtype, quant="none",
+                                 cache_dir=options.cache_dir))
+    merged = PeftModel.from_pretrained(base.model, str(adapter_dir)).merge_and_unload()
+    merged.save_pretrained(str(out))
+    base.processor.save_pretrained(str(out))
+    log.info("merged the adapter into %s", out)
+
+
+def evaluate_before_after(options, meta: dict, out: Path) -> None:
+    """Held-out scores of the base and of the new version, both saved in OUT/eval.json."""
+    from model.loader import LoadConfig, load_model
+    from train.evaluate import EVAL_FILE, evaluate, save_result
+    from train.options import EvalOptions
+
+    quant = "4bit" if options.method == "qlora" else "none"
+    before = LoadConfig(model=options.base, quant=quant, cache_dir=options.cache_dir, dtype=options.dtype)
+    after = LoadConfig(model=meta["load"]["model"], adapter=meta["load"]["adapter"], cache_dir=options.cache_dir,
+                       quant=quant if meta["load"]["adapter"] else "none", dtype=options.dtype)
+    for config in (before, after):
+        vlm = load_model(config)
+        result = evaluate(vlm, EvalOptions(data=options.data))
+        save_result(result, out / EVAL_FILE)
+        log.info("held-out scores of %s: %s", result["version"], result["metrics"])
+        vlm.release()

@@ -1,0 +1,168 @@
+"""Stage-two fine-tuning: export in, new version out.
+
+Reads top to bottom: options, data, base model, method (LoRA / QLoRA / full), TRL's
+`SFTTrainer` (prompt-completion rows, so the loss falls on the answer tokens only: prompt and
+image tokens are masked by TRL's vision collator), train, save. The model is loaded through
+`model.loader`, exactly as the app serves it, and the training text is rendered by the model's
+own prompt format, so what the model learns is what inference asks.
+
+Runs unchanged under `accelerate launch` (one process per GPU): the device comes from
+accelerate's state, and only the main process writes files.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import shutil
+import sys
+import time
+from pathlib import Path
+
+from train.data import ExportData, to_dataset
+from train.errors import DataError, OptionsError
+from train.options import Resolved, TrainOptions, resolve
+from train.output import CHECKPOINTS, evaluate_before_after, find_checkpoint, save_version
+from train.progress import PROGRESS_FILE, StatusWriter, make_callback
+from train.versions import VERSION_FILE
+
+log = logging.getLogger(__name__)
+
+# The language model's linear layers: LoRA goes here (HumanVLM's stage two), not on the
+# vision tower or the projector (the projector is trained in full instead).
+LLM_LINEAR = r".*language_model.*\.(q_proj|k_proj|v_proj|o_proj|gate_proj|up_proj|down_proj)$"
+LOGGED_POINTS = 100  # about this many points on the loss curve, whatever the run's length
+
+
+def train(options: TrainOptions) -> Path:
+    """Fine-tune `options.base` on the export's train split; returns the output folder."""
+    from accelerate import PartialState
+
+    state = PartialState()  # under `accelerate launch`: this process's rank and GPU
+    out = Path(options.out).resolve()
+    _check_out_dir(out, options.resume)
+    out.mkdir(parents=True, exist_ok=True)
+    status = StatusWriter(out, enabled=state.is_main_process)
+    status.update(phase="loading", step=0, max_steps=None, loss=None, eta_s=None, error=None,
+                  started_at=time.time())
+    try:
+        _train(options, out, state, status)
+    except BaseException as exc:  # recorded for the app (the job's reason), then raised as is
+        status.fail(exc)
+        raise
+    status.update(phase="finished", eta_s=0)
+    return out
+
+
+def _train(options: TrainOptions, out: Path, state, status: StatusWriter) -> None:
+    from model.prompts import PRESETS
+
+    data = ExportData(options.data)
+    examples = data.split("train")
+    if not examples:
+        raise DataError(f"the train split of {data.folder} has no items with images: approve more corrections "
+                        "and export again")
+    vlm = load_base(options, str(state.device))
+    resolved = resolve(options, _demo_family(vlm))
+    precision = _precision(vlm.info.dtype, options.method) | {"use_cpu": state.device.type == "cpu"}
+    model, peft_config = prepare_model(vlm.model, resolved)
+    dataset = to_dataset(examples, vlm, PRESETS["detailed"])
+    trainer = build_trainer(model, peft_config, vlm.processor, dataset, resolved, out, status, precision,
+                            world_size=state.num_processes)
+    checkpoint = find_checkpoint(out) if options.resume else None
+    if options.resume and checkpoint is None:
+        log.warning("no checkpoint in %s yet: starting from the first step", out)
+    log.info("training %s on %d items (%s)", options.base, len(examples), checkpoint or "from the start")
+    result = trainer.train(resume_from_checkpoint=checkpoint)
+    status.update(phase="saving")
+    meta = save_version(trainer, vlm, resolved, data, result, out)
+    if state.is_main_process and options.evaluate:
+        del trainer, model
+        vlm.release()
+        status.update(phase="evaluating")
+        evaluate_before_after(options, meta, out)
+
+
+def load_base(options: TrainOptions, device: str):
+    """The base model through the serving path (4-bit nf4 for QLoRA)."""
+    from model.loader import LoadConfig, load_model
+
+    quant, dtype = "none", options.dtype
+    if options.method == "qlora":
+        # TRL keeps QLoRA's trainable weights in bf16 (as the QLoRA paper does), so the
+        # computation must be bf16 too, on any device.
+        quant, dtype = "4bit", "bfloat16" if dtype == "auto" else dtype
+    return load_model(LoadConfig(model=options.base, device=device, dtype=dtype, quant=quant,
+                                 cache_dir=options.cache_dir))
+
+
+def _demo_family(vlm) -> bool:
+    from train.versions import is_demo_family
+
+    return is_demo_family(vlm)
+
+
+def prepare_model(model, resolved: Resolved):
+    """`full`: freeze the vision tower, train the rest. LoRA/QLoRA: a peft config for TRL to apply."""
+    if resolved.options.method == "full":
+        for name, param in model.named_parameters():
+            param.requires_grad = "vision_tower" not in name
+        return model, None
+    from peft import LoraConfig
+
+    to_save = ["multi_modal_projector"]
+    if resolved.defaults.train_embeddings:
+        to_save += ["lm_head", "embed_tokens"]
+    config = LoraConfig(r=resolved.lora_r, lora_alpha=resolved.lora_alpha, lora_dropout=resolved.options.lora_dropout,
+                        target_modules=LLM_LINEAR, modules_to_save=to_save, bias="none")
+    return model, config
+
+
+def _precision(dtype: str, method: str) -> dict:
+    if dtype == "float16" and method == "full":
+        raise OptionsError("full fine-tuning cannot train float16 weights: pass --dtype bfloat16 or float32")
+    return {"bf16": dtype == "bfloat16", "fp16": dtype == "float16"}
+
+
+def planned_steps(resolved: Resolved, items: int, world_size: int = 1) -> int:
+    if resolved.options.max_steps:
+        return resolved.options.max_steps
+    batches = math.ceil(items / (resolved.batch_size * world_size))
+    return max(1, math.ceil(resolved.epochs * math.ceil(batches / resolved.grad_accum)))
+
+
+def build_trainer(model, peft_config, processor, dataset, resolved: Resolved, out: Path, status, precision: dict,
+                  world_size: int = 1):
+    from trl import SFTConfig, SFTTrainer
+
+    o = resolved.options
+    steps = planned_steps(resolved, len(dataset), world_size)
+    if not 0 <= o.warmup_ratio < 1:
+        raise OptionsError("--warmup-ratio must be in [0, 1)")
+    args = SFTConfig(
+        output_dir=str(out / CHECKPOINTS), per_device_train_batch_size=resolved.batch_size,
+        gradient_accumulation_steps=resolved.grad_accum, learning_rate=resolved.lr,
+        num_train_epochs=resolved.epochs, max_steps=o.max_steps or -1,
+        lr_scheduler_type="cosine", warmup_steps=o.warmup_ratio,  # a float below 1 is a ratio
+        logging_steps=max(1, steps // LOGGED_POINTS), save_strategy="steps", save_steps=o.save_steps,
+        save_total_limit=o.save_limit, seed=o.seed, data_seed=o.seed, **precision,
+        gradient_checkpointing=resolved.defaults.gradient_checkpointing,
+        gradient_checkpointing_kwargs={"use_reentrant": False},
+        max_length=o.max_length, completion_only_loss=True, report_to="none",
+        disable_tqdm=not sys.stderr.isatty(), dataloader_num_workers=0,
+    )
+    return SFTTrainer(model=model, args=args, train_dataset=dataset, processing_class=processor,
+                      peft_config=peft_config, callbacks=[make_callback(out, status)])
+
+
+def _check_out_dir(out: Path, resume: bool) -> None:
+    if (out / VERSION_FILE).exists():
+        raise OptionsError(f"{out} already holds a trained version; choose a new --out folder")
+    has_checkpoints = (out / CHECKPOINTS).is_dir() and any((out / CHECKPOINTS).iterdir())
+    if has_checkpoints and not resume:
+        raise OptionsError(f"{out} holds checkpoints of an earlier run: pass --resume to continue it, "
+                           "or choose a new --out folder")
+    if not resume and (out / PROGRESS_FILE).exists():
+        (out / PROGRESS_FILE).unlink()  # a fresh run starts a fresh loss curve
+    if not resume and (out / CHECKPOINTS).is_dir():
+        shutil.rmtree(out / CHECKPOINTS)

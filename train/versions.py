@@ -1,0 +1,82 @@
+"""Trained versions: what `train` leaves in an output folder, and how to list and load them.
+
+Every output folder holds `studio_version.json` (read by model.loader as the version id):
+
+    {"version": "shapes-lora-3f2a9c1e", "base": "demo", "base_version": "demo-v2",
+     "method": "lora", "merged": false, "load": {"model": "demo", "adapter": "/abs/out"},
+     "created_at": "...", "data": {...}, "metrics": {...}}
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+VERSION_FILE = "studio_version.json"
+
+
+@dataclass(frozen=True)
+class ModelVersion:
+    version: str
+    path: Path
+    base: str
+    base_version: str
+    method: str
+    merged: bool
+    created_at: str
+    base_is_demo: bool
+    load: dict  # {"model": ..., "adapter": ... or None}: the LoadConfig fields that serve it
+    data: dict = field(default_factory=dict)
+    metrics: dict = field(default_factory=dict)
+
+    def load_config(self, template):
+        """A model.loader.LoadConfig serving this version (device, dtype... kept from `template`)."""
+        return replace(template, model=self.load["model"], adapter=self.load.get("adapter"))
+
+    def evaluation(self, which: str = "after") -> dict | None:
+        """Newest held-out scores of the base ("before") or of this version ("after"), if measured."""
+        from train.evaluate import EVAL_FILE, load_runs
+
+        wanted = self.version if which == "after" else self.base_version
+        for run in reversed(load_runs(self.path / EVAL_FILE)):
+            # An adapter's loaded version reads "<base version>+<adapter version>".
+            version = run.get("version", "")
+            if run.get("split") == "heldout" and (version == wanted or version.endswith("+" + wanted)):
+                return run
+        return None
+
+    def label(self) -> str:
+        return f"{self.version} ({self.method} on {self.base}, {self.created_at[:16].replace('T', ' ')})"
+
+
+def read_version(folder: str | Path) -> ModelVersion | None:
+    path = Path(folder) / VERSION_FILE
+    try:
+        meta = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+    if "load" not in meta:  # not written by train (e.g. a hand-made file)
+        return None
+    return ModelVersion(
+        version=meta["version"], path=Path(folder).resolve(), base=meta.get("base", "?"),
+        base_version=meta.get("base_version", ""), method=meta.get("method", "?"), merged=bool(meta.get("merged")),
+        created_at=meta.get("created_at", ""), base_is_demo=bool(meta.get("base_is_demo")), load=meta["load"],
+        data=meta.get("data", {}), metrics=meta.get("metrics", {}))
+
+
+def list_versions(root: str | Path) -> list[ModelVersion]:
+    """Every trained version under `root` (one folder level deep), newest first."""
+    root = Path(root)
+    if not root.is_dir():
+        return []
+    found = [read_version(p) for p in root.iterdir() if p.is_dir()]
+    return sorted((v for v in found if v is not None), key=lambda v: v.created_at, reverse=True)
+
+
+def is_demo_family(vlm) -> bool:
+    """The demo model or a version trained from it (they share its small-model defaults)."""
+    if vlm.info.is_demo:
+        return True
+    version = read_version(vlm.info.name) if Path(vlm.info.name).is_dir() else None
+    return bool(version and version.base_is_demo)
