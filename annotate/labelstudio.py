@@ -74,9 +74,10 @@ class ServerUnreachable(LabelStudioError):
 
 
 class BadToken(LabelStudioError):
-    def __init__(self, url: str):
-        super().__init__(f"Label Studio at {url} refused the API token; copy it from Account & "
-                         "Settings and pass --token or set LABEL_STUDIO_API_KEY")
+    def __init__(self, url: str, missing: bool = False):
+        what = "needs an API token" if missing else "refused the API token"
+        super().__init__(f"Label Studio at {url} {what}; copy it from Account & Settings and "
+                         "pass --token or set LABEL_STUDIO_API_KEY")
 
 
 class ProjectNotFound(LabelStudioError):
@@ -121,7 +122,7 @@ def connect(url: str, token: str):
     from label_studio_sdk import LabelStudio  # lazy: the SDK takes ~1 s to import
 
     if not token:
-        raise BadToken(url)
+        raise BadToken(url, missing=True)
     client = LabelStudio(base_url=url.rstrip("/"), api_key=token, timeout=TIMEOUT_S)
     with translated_errors(url):
         # No retries here: a refused connection or a bad token will not get better in a second,

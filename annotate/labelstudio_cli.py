@@ -49,7 +49,7 @@ def _add_server_arguments(parser: argparse.ArgumentParser) -> None:
 def _token(args) -> str:
     token = args.token or os.environ.get("LABEL_STUDIO_API_KEY", "")
     if not token:
-        raise BadToken(args.url)
+        raise BadToken(args.url, missing=True)
     return token
 
 
