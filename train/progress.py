@@ -108,6 +108,11 @@ def make_callback(out_dir: Path, status: StatusWriter):
             eta = (now - self.began) / done * (state.max_steps - state.global_step) if done else None
             status.update(step=state.global_step, max_steps=state.max_steps, elapsed_s=now - self.began, eta_s=eta)
 
+        def on_train_end(self, args, state, control, **kwargs):
+            if state.is_world_process_zero:
+                status.update(step=state.global_step, max_steps=state.max_steps, eta_s=0,
+                              elapsed_s=time.time() - self.began)
+
         def on_log(self, args, state, control, logs=None, **kwargs):
             if not state.is_world_process_zero or not logs or "loss" not in logs:
                 return
