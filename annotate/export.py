@@ -149,23 +149,24 @@ class _Writer:
         self.pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="export-writer")
         self.pending: Future | None = None
         self.llava: dict[str, list[dict]] = {s: [] for s in SPLITS}
+        self.human_turns: dict[str | None, str] = {}
 
     def add(self, rows) -> None:
         (item_id, sha, path, url, licence, model_name, model_version, reviewer, edit_rate,
          prompt, final, fields_json) = (list(col) for col in zip(*rows))
-        splits = [split_of(s, self.split) for s in sha]
-        images = [self._image(i, s, p) for i, s, p in zip(item_id, sha, path)]
-        human = ["<image>\n" + (p or self.default_prompt) for p in prompt]
+        limit = self.split * 2**32  # split_of, inlined: this runs once per exported row
+        splits = ["train" if int(s[:8], 16) < limit else "heldout" for s in sha]
+        images = [self._image(i, s, p) if p else None for i, s, p in zip(item_id, sha, path)]
+        human = [self._human(p) for p in prompt]
         if self.format == "llava":
             self._add_llava(item_id, images, human, final, splits)
             return
-        fields = [json.loads(f) if f else {} for f in fields_json]
         for item, name in zip(item_id, splits):
             self.result.item_ids[name].append(item)
             self.result.counts[name] += 1
         columns = {
             "url": url, "image": images, "human_caption_hq": _turns(human, final),
-            **{name: [f.get(name) for f in fields] for name in ("face", "body", "action", "background")},
+            **_field_columns(fields_json),
             "item_id": item_id, "image_sha256": sha, "model_name": model_name,
             "model_version": model_version, "reviewer": reviewer, "edit_rate": edit_rate,
             "licence": licence, "split": splits,
@@ -186,6 +187,13 @@ class _Writer:
         if self.pending is not None:
             pending, self.pending = self.pending, None
             pending.result()  # re-raises a failed write here
+
+    def _human(self, prompt: str | None) -> str:
+        """The human turn for a prompt; cached, since most items share a handful of prompts."""
+        turn = self.human_turns.get(prompt)
+        if turn is None:
+            turn = self.human_turns[prompt] = "<image>\n" + (prompt or self.default_prompt)
+        return turn
 
     def _add_llava(self, item_id, images, human, final, splits) -> None:
         for item, image, question, answer, name in zip(item_id, images, human, final, splits):
@@ -248,6 +256,17 @@ class _Writer:
             from annotate.atomic import fsync_dir
 
             fsync_dir(self.folder / "images")
+
+
+def _field_columns(fields_json: list[str | None]) -> dict[str, list]:
+    """The structured fields as four columns; only rows that have fields are parsed."""
+    columns = {name: [None] * len(fields_json) for name in ("face", "body", "action", "background")}
+    for row, text in enumerate(fields_json):
+        if text:
+            for name, value in json.loads(text).items():
+                if name in columns:
+                    columns[name][row] = value
+    return columns
 
 
 def _turns(human: list[str], final: list[str]) -> pa.ListArray:

@@ -59,6 +59,7 @@ def run(items: int, threads: int) -> dict:
         "reviews_per_s": round(len(saved) / seconds, 1), "double_claims": double,
         "lost_corrections": lost + (items - len(saved)), "approved": counts["approved"],
         "errors": errors[:5], "targets": {"reviews_per_s": ">= 300", "double_claims": 0, "lost_corrections": 0},
+        "pass": len(saved) / seconds >= 300 and double == 0 and lost == 0 and len(saved) == items and not errors,
     }
 
 
@@ -66,8 +67,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--items", type=int, default=3000)
     parser.add_argument("--threads", type=int, default=16)
+    parser.add_argument("--json", action="store_true", help="print JSON only, on one line")
     args = parser.parse_args()
-    print(json.dumps(run(args.items, args.threads), indent=2))
+    print(json.dumps(run(args.items, args.threads), indent=None if args.json else 2))
 
 
 if __name__ == "__main__":
