@@ -38,13 +38,22 @@ from annotate.errors import (
     ItemNotFound,
     NothingToUndo,
 )
-from annotate.records import FIELDS, STATUSES, BulkResult, Draft, Item, NewItem
+from annotate.checks import (
+    check_caption,
+    check_draft,
+    check_fields,
+    check_name,
+    from_json,
+    jsonable,
+)
+from annotate.records import STATUSES, BulkResult, Draft, Item, NewItem
 from annotate.views import ACTIONS, IMAGES, ITEMS, REVISIONS
 
 # Item columns an action may change; the action log keeps their values from before it.
 STATE = ("status", "claimed_by", "lease_expires_at", "reject_reason", "decided_by",
          "decided_at", "edit_rate", "caption", "fields_json")
 UNDOABLE = ("correct", "approve", "reject", "skip", "release")
+_CLAIM_ATTEMPTS = 20
 
 _ITEM = select(ITEMS).where(ITEMS.c.id == bindparam("item_id"))
 _OWN_CLAIM = (select(ITEMS).where(ITEMS.c.status == "in_review", ITEMS.c.claimed_by == bindparam("who"),
@@ -105,7 +114,7 @@ class Store:
     def enqueue(self, image, draft: Draft, source_url: str | None = None,
                 licence: str | None = None, consent: str | None = None) -> int:
         """Queue a photo (PIL image, bytes or path) with its model draft; returns the item id."""
-        _check_draft(draft)
+        check_draft(draft)
         prepared = prepare_image(image)
         self._raise_if_queued(prepared.sha256)
         path = self.files.store(prepared)
@@ -116,7 +125,7 @@ class Store:
     def enqueue_url(self, url: str, draft: Draft, licence: str | None = None,
                     consent: str | None = None) -> int:
         """Queue an image known only by its URL (nothing is downloaded)."""
-        _check_draft(draft)
+        check_draft(draft)
         if not url.lower().startswith(("http://", "https://")):
             raise InvalidInput(f"not an http(s) image URL: {url[:200]!r}")
         sha = url_identity(url)
@@ -155,8 +164,16 @@ class Store:
     def claim_next(self, reviewer: str, lease_seconds: float | None = None) -> Item | None:
         """Lease the next item to `reviewer`: their own live claim first, then expired claims,
         then pending items in queue order. None when nothing is left to review."""
-        reviewer = _check_name(reviewer)
+        reviewer = check_name(reviewer)
         lease = timedelta(seconds=self.lease_seconds if lease_seconds is None else lease_seconds)
+        for _ in range(_CLAIM_ATTEMPTS):
+            try:
+                return self._claim_once(reviewer, lease)
+            except ConflictError:  # another reviewer took that item first: pick again
+                continue  # (only without SQLite's write lock, e.g. on PostgreSQL)
+        raise ConflictError("the queue is too busy to claim an item right now; try again")
+
+    def _claim_once(self, reviewer: str, lease: timedelta) -> Item | None:
         with self._lease.begin() as conn:
             now = self._clock()
             row = (conn.execute(_OWN_CLAIM, {"who": reviewer, "now": now}).mappings().first()
@@ -175,9 +192,9 @@ class Store:
         Refused with `ConflictError` when the item changed since `expected_version` was read.
         `fields=None` keeps the current structured fields; `{}` clears them.
         """
-        reviewer = _check_name(reviewer)
-        caption = _check_caption(caption)
-        clean_fields = _check_fields(fields)
+        reviewer = check_name(reviewer)
+        caption = check_caption(caption)
+        clean_fields = check_fields(fields)
         with self._durable.begin() as conn:
             row = self._workable(conn, item_id, reviewer, expected_version)
             now = self._clock()
@@ -193,7 +210,7 @@ class Store:
 
     def approve(self, item_id: int, reviewer: str, expected_version: int | None = None) -> int:
         """Approve the item's latest caption; records the draft->final edit rate."""
-        reviewer = _check_name(reviewer)
+        reviewer = check_name(reviewer)
         with self._durable.begin() as conn:
             row = self._workable(conn, item_id, reviewer, expected_version)
             final = row["caption"] if row["caption"] is not None else row["draft_caption"]
@@ -202,7 +219,7 @@ class Store:
 
     def reject(self, item_id: int, reviewer: str, reason: str,
                expected_version: int | None = None) -> int:
-        reviewer = _check_name(reviewer)
+        reviewer = check_name(reviewer)
         if not isinstance(reason, str) or not reason.strip():
             raise InvalidInput("say why the item is rejected (a reason is required)")
         with self._durable.begin() as conn:
@@ -212,14 +229,14 @@ class Store:
 
     def skip(self, item_id: int, reviewer: str, expected_version: int | None = None) -> int:
         """Set the item aside (status `skipped`); `reassign` puts it back in the queue."""
-        reviewer = _check_name(reviewer)
+        reviewer = check_name(reviewer)
         with self._durable.begin() as conn:
             row = self._workable(conn, item_id, reviewer, expected_version)
             return self._decide(conn, row, reviewer, "skip", "skipped")
 
     def release(self, item_id: int, reviewer: str) -> int:
         """Give a claimed item back to the queue (status `pending`) without deciding."""
-        reviewer = _check_name(reviewer)
+        reviewer = check_name(reviewer)
         with self._durable.begin() as conn:
             row = self._get(conn, item_id)
             if row["status"] != "in_review" or row["claimed_by"] != reviewer:
@@ -243,7 +260,7 @@ class Store:
         The item returns to its state before that action (a decided item comes back to the
         reviewer, claimed, with a fresh lease). Refused if someone changed the item since.
         """
-        reviewer = _check_name(reviewer)
+        reviewer = check_name(reviewer)
         with self._durable.begin() as conn:
             action = conn.execute(_LAST_UNDOABLE, {"who": reviewer}).mappings().first()
             if action is None:
@@ -348,7 +365,7 @@ class Store:
                                            "version": version, "updated_at": now, **values})
         if done.rowcount != 1:
             raise ConflictError(f"item {row['id']} was changed by someone else meanwhile; reload it")
-        before = {name: _jsonable(row[name]) for name in STATE}
+        before = {name: jsonable(row[name]) for name in STATE}
         conn.execute(_LOG_ACTION, {
             "item_id": row["id"], "reviewer": reviewer, "action": action, "detail": detail,
             "before_json": json.dumps(before), "version_after": version, "created_at": now,
@@ -356,7 +373,7 @@ class Store:
         return version
 
     def _restore(self, conn: Connection, row, reviewer: str, before: dict) -> None:
-        state = {name: _from_json(name, before.get(name)) for name in STATE}
+        state = {name: from_json(name, before.get(name)) for name in STATE}
         if state["status"] == "in_review":  # the old lease may have run out meanwhile
             state["claimed_by"] = reviewer
             state["lease_expires_at"] = self._clock() + timedelta(seconds=self.lease_seconds)
@@ -366,39 +383,3 @@ class Store:
             conn.execute(_ADD_REVISION, {"item_id": row["id"], "caption": text, "reviewer": reviewer,
                                          "kind": "undo", "created_at": self._clock(), **restored})
         self._change(conn, row, reviewer, "undo", **state)
-
-
-def _jsonable(value):
-    return value.isoformat() if isinstance(value, datetime) else value
-
-
-def _from_json(name: str, value):
-    if value is not None and name in ("lease_expires_at", "decided_at"):
-        return datetime.fromisoformat(value)
-    return value
-
-
-def _check_name(reviewer: str) -> str:
-    if not isinstance(reviewer, str) or not reviewer.strip() or len(reviewer.strip()) > 200:
-        raise InvalidInput("a reviewer name (1 to 200 characters) is required")
-    return reviewer.strip()
-
-
-def _check_caption(caption: str) -> str:
-    if not isinstance(caption, str) or not caption.strip():
-        raise InvalidInput("the caption is empty; write a caption or reject the item")
-    return caption.strip()
-
-
-def _check_fields(fields: dict[str, str] | None) -> dict[str, str] | None:
-    if fields is None:
-        return None
-    unknown = set(fields) - set(FIELDS)
-    if unknown:
-        raise InvalidInput(f"unknown caption fields {sorted(unknown)}; use {', '.join(FIELDS)}")
-    return {name: value.strip() for name, value in fields.items() if value and value.strip()}
-
-
-def _check_draft(draft: Draft) -> None:
-    if not isinstance(draft, Draft) or not isinstance(draft.caption, str) or not draft.caption.strip():
-        raise InvalidInput("a Draft with the model's (non-empty) caption is required")

@@ -1,0 +1,44 @@
+"""Validation of what callers pass to the Store, and JSON round trips of item state."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from annotate.errors import InvalidInput
+from annotate.records import FIELDS, Draft
+
+
+def jsonable(value):
+    return value.isoformat() if isinstance(value, datetime) else value
+
+
+def from_json(name: str, value):
+    if value is not None and name in ("lease_expires_at", "decided_at"):
+        return datetime.fromisoformat(value)
+    return value
+
+
+def check_name(reviewer: str) -> str:
+    if not isinstance(reviewer, str) or not reviewer.strip() or len(reviewer.strip()) > 200:
+        raise InvalidInput("a reviewer name (1 to 200 characters) is required")
+    return reviewer.strip()
+
+
+def check_caption(caption: str) -> str:
+    if not isinstance(caption, str) or not caption.strip():
+        raise InvalidInput("the caption is empty; write a caption or reject the item")
+    return caption.strip()
+
+
+def check_fields(fields: dict[str, str] | None) -> dict[str, str] | None:
+    if fields is None:
+        return None
+    unknown = set(fields) - set(FIELDS)
+    if unknown:
+        raise InvalidInput(f"unknown caption fields {sorted(unknown)}; use {', '.join(FIELDS)}")
+    return {name: value.strip() for name, value in fields.items() if value and value.strip()}
+
+
+def check_draft(draft: Draft) -> None:
+    if not isinstance(draft, Draft) or not isinstance(draft.caption, str) or not draft.caption.strip():
+        raise InvalidInput("a Draft with the model's (non-empty) caption is required")
