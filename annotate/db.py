@@ -95,6 +95,14 @@ def _install_sqlite_hooks(engine: Engine, busy_timeout_ms: int) -> None:
             info["synchronous"] = wanted
         conn.exec_driver_sql("BEGIN IMMEDIATE")
 
+    @event.listens_for(engine, "checkin")
+    def _on_checkin(dbapi_connection, record):
+        # A claim lowered synchronous for its own commit; every connection goes back to the
+        # pool at FULL, so any other writer on it (ours or another module's) is durable.
+        if dbapi_connection is not None and record.info.get("synchronous") != "FULL":
+            dbapi_connection.execute("PRAGMA synchronous=FULL")
+            record.info["synchronous"] = "FULL"
+
 
 def write_engine(engine: Engine, durability: str = "durable") -> Engine:
     """The same engine and pool, but every transaction begins as a write (BEGIN IMMEDIATE).

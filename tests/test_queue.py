@@ -227,6 +227,8 @@ def test_sixteen_reviewers_at_once(tmp_path):
 
 
 def test_connections_use_wal_full_sync_and_begin_immediate(store):
+    url_items(store, 1)
+    store.claim_next("alice")  # a claim commits with synchronous=NORMAL, then restores FULL
     with store.engine.connect() as conn:
         raw = conn.connection.driver_connection
         assert raw.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
