@@ -38,13 +38,19 @@ def build_app(services: Services) -> gr.Blocks:
             with gr.Tab("Caption & Chat", id="caption"):
                 send = _send_to_review_handler(services) if services.store is not None else None
                 build_caption_tab(services.slot, on_send_to_review=send)
-            _optional_tabs(services)
+            page_js = _optional_tabs(services)
         demo.load(lambda: model_status(services.slot), None, [model_line, banner], api_name=False)
+        for js in page_js:
+            demo.load(None, None, None, js=js, api_name=False)
     return demo
 
 
-def _optional_tabs(services: Services) -> None:
-    """Review, Export, Train and Models tabs, when their back ends are present."""
+def _optional_tabs(services: Services) -> list[str]:
+    """Review, Export, Train and Models tabs, when their back ends are present.
+
+    Returns JavaScript snippets the tabs need run once on page load (keyboard shortcuts).
+    """
+    page_js: list[str] = []
     if services.store is not None:
         try:
             from app.review_tab import build_review_tab
@@ -52,7 +58,7 @@ def _optional_tabs(services: Services) -> None:
             if exc.name != "app.review_tab":
                 raise
         else:
-            build_review_tab(services)
+            page_js.append(build_review_tab(services))
     if services.jobs is not None:
         try:
             from app.train_tab import build_train_tabs
@@ -61,6 +67,7 @@ def _optional_tabs(services: Services) -> None:
                 raise
         else:
             build_train_tabs(services)
+    return page_js
 
 
 def _send_to_review_handler(services: Services):

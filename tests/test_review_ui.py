@@ -1,0 +1,122 @@
+"""The Review and Export tabs, launched for real and driven with gradio_client on a real SQLite file."""
+
+import pyarrow.parquet as pq
+import pytest
+from gradio_client import Client
+from PIL import Image
+
+from annotate.records import Draft
+from annotate.store import Store
+from app.review_tab import word_diff
+from app.ui import Services, build_app
+from model.loader import LoadConfig
+from model.slot import ModelSlot
+from tests.conftest import ASTRONAUT
+
+
+def draft(text: str) -> Draft:
+    return Draft(model_name="demo", model_version="demo-v2", caption=text, preset="detailed")
+
+
+@pytest.fixture()
+def served(tmp_path):
+    store = Store(data_dir=tmp_path / "data")
+    store.enqueue(ASTRONAUT, draft("A woman in an orange suit stands in front of a flag."))
+    for i, colour in enumerate(["red", "green"]):
+        store.enqueue(Image.new("RGB", (64, 64), colour), draft(f"A {colour} square {i}."))
+    app = build_app(Services(slot=ModelSlot(LoadConfig(model="demo")), store=store))
+    app.queue()
+    app.launch(server_name="127.0.0.1", prevent_thread_lock=True, quiet=True)
+    try:
+        yield store, app.local_url
+    finally:
+        app.close()
+        store.close()
+
+
+def fields(view):
+    names = ["photo", "source", "draft", "caption", "face", "body", "action", "background", "diff",
+             "history", "status", "counts"]
+    return dict(zip(names, view))
+
+
+def test_claim_edit_approve_then_next(served):
+    store, url = served
+    alice = Client(url, verbose=False)
+    first = fields(alice.predict("alice", api_name="/claim_next"))
+    assert first["draft"].startswith("A woman in an orange suit")
+    assert first["photo"] and "status **in_review**" in first["status"]
+    corrected = "A smiling woman in an orange flight suit stands in front of an American flag."
+    nxt = fields(alice.predict("alice", corrected, "smiling", "orange flight suit", "", "flag", "",
+                               api_name="/approve"))
+    assert "approved" in nxt["status"] and nxt["draft"].startswith("A red square")
+    item = store.get_item(1)
+    assert item.status == "approved" and item.caption == corrected and item.decided_by == "alice"
+    assert item.fields == {"face": "smiling", "body": "orange flight suit", "background": "flag"}
+    assert 0 < item.edit_rate < 1
+    assert [r.reviewer for r in item.history] == ["alice"]
+    assert store.reviewer_counts("alice")["approved"] == 1
+
+
+def test_reject_needs_a_reason_and_undo_restores(served):
+    store, url = served
+    bob = Client(url, verbose=False)
+    bob.predict("bob", api_name="/claim_next")
+    with pytest.raises(Exception, match="reason"):
+        bob.predict("bob", "x", "", "", "", "", "", api_name="/reject")
+    bob.predict("bob", "x", "", "", "", "", "not a photo of a person", api_name="/reject")
+    rejected = store.get_item(1)
+    assert rejected.status == "rejected" and rejected.reject_reason == "not a photo of a person"
+    undone = fields(bob.predict("bob", api_name="/undo"))
+    assert "Item **1**" in undone["status"] and store.get_item(1).status != "rejected"
+
+
+def test_two_reviewers_never_share_an_item_and_stale_saves_are_refused(served):
+    store, url = served
+    alice, bob = Client(url, verbose=False), Client(url, verbose=False)
+    a = fields(alice.predict("alice", api_name="/claim_next"))
+    b = fields(bob.predict("bob", api_name="/claim_next"))
+    assert a["draft"] != b["draft"]
+    # Someone changes alice's item behind her back (e.g. an admin reassigns it).
+    item_id = int(a["status"].split("**")[1])
+    store.reassign(item_id)
+    view = fields(alice.predict("alice", "my edit", "", "", "", "", "", api_name="/approve"))
+    assert "reloaded" in view["status"]
+    assert store.get_item(item_id).status == "pending"  # nothing overwritten
+
+
+def test_captions_are_text_and_diff_is_word_level():
+    assert word_diff("a red hat", "a blue hat") == [("a ", None), ("red ", "-"), ("blue ", "+"), ("hat ", None)]
+    assert word_diff("<img src=x onerror=alert(1)>", "<img src=x onerror=alert(1)>") == [
+        ("<img src=x onerror=alert(1)> ", None)]
+
+
+def test_export_tab_offers_parquet_and_zip(served):
+    store, url = served
+    c = Client(url, verbose=False)
+    c.predict("carol", api_name="/claim_next")
+    c.predict("carol", "A woman in an orange suit.", "", "", "", "", "", api_name="/approve")
+    summary, files = c.predict("humancaptionhq", "approved", False, 0.9, api_name="/export")
+    assert "1 train" in summary or "1 held-out" in summary
+    paths = [f if isinstance(f, str) else f["path"] for f in files]
+    assert any(p.endswith(".zip") for p in paths)
+    parquet = [p for p in paths if p.endswith(".parquet")]
+    table = pq.read_table(parquet[0]).to_pylist()
+    assert table[0]["human_caption_hq"][1] == {"from": "gpt", "value": "A woman in an orange suit."}
+
+
+def test_empty_queue_says_so(served):
+    store, url = served
+    c = Client(url, verbose=False)
+    for _ in range(3):
+        c.predict("erin", api_name="/claim_next")
+        c.predict("erin", "", "", "", "", "", "", api_name="/skip")
+    view = fields(c.predict("erin", api_name="/claim_next"))
+    assert "Nothing left to review" in view["status"] and view["photo"] is None
+    assert store.counts()["skipped"] == 3
+
+
+def test_reviewer_name_is_required(served):
+    _, url = served
+    with pytest.raises(Exception, match="Reviewer"):
+        Client(url, verbose=False).predict("  ", api_name="/claim_next")
