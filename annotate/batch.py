@@ -10,7 +10,7 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, is_dataclass
 from pathlib import Path
 
-from annotate.blobs import prepare_image
+from annotate.blobs import prepare_image, read_image_file, sha256_bytes
 from annotate.errors import DuplicateImage
 from annotate.records import Draft
 from annotate.store import Store
@@ -42,12 +42,14 @@ def caption_into_queue(store: Store, vlm, paths: list[Path], prompt: str, preset
         batch = []
         for path in paths[start:start + batch_size]:
             try:
-                prepared = prepare_image(path)
+                data = read_image_file(path)
+                # Resuming: hash the bytes first, so queued photos are not even decoded again.
+                if store.item_for_image(sha256_bytes(data)) is not None:
+                    result.already_queued += 1
+                    continue
+                prepared = prepare_image(data)
             except (ImageError, OSError) as exc:
                 result.failed.append(f"{path}: {exc}")
-                continue
-            if store.item_for_image(prepared.sha256) is not None:
-                result.already_queued += 1
                 continue
             batch.append((path, prepared))
         if batch:

@@ -55,7 +55,7 @@ def prepare_image(source, limits=None) -> PreparedImage:
     elif isinstance(source, (bytes, bytearray, memoryview)):
         data = bytes(source)
     elif isinstance(source, (str, os.PathLike)):
-        data = _read_file(Path(source), limits.max_bytes)
+        data = read_image_file(Path(source), limits.max_bytes)
     else:
         raise InvalidInput(f"cannot queue a {type(source).__name__}: give a photo, bytes or a path")
     img = load_image(data, limits)
@@ -64,9 +64,11 @@ def prepare_image(source, limits=None) -> PreparedImage:
     return PreparedImage(sha256_bytes(data), data, ext, img.width, img.height)
 
 
-def _read_file(path: Path, max_bytes: int) -> bytes:
-    from model.images import load_image
+def read_image_file(path: Path, max_bytes: int | None = None) -> bytes:
+    """The file's bytes, refusing missing, folder and oversized paths with the gate's message."""
+    from model.images import ImageLimits, load_image
 
+    max_bytes = max_bytes or ImageLimits().max_bytes
     if not path.is_file() or path.stat().st_size > max_bytes:
         load_image(path)  # raises the gate's own clear message (missing, folder, too large)
     return path.read_bytes()
