@@ -44,8 +44,8 @@ class ItemRow(Base):
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     image_id: Mapped[int] = mapped_column(ForeignKey("images.id"), unique=True)
     status: Mapped[str] = mapped_column(String(16))
-    # Optimistic locking: the ORM adds "AND version = <read value>" to every UPDATE and raises
-    # StaleDataError when another writer got there first.
+    # Optimistic locking: every UPDATE says "AND version = <the version read>" (the Store's
+    # statements explicitly; ORM flushes through version_id_col, raising StaleDataError).
     version: Mapped[int] = mapped_column(Integer)
     __mapper_args__ = {"version_id_col": version}
     claimed_by: Mapped[str | None] = mapped_column(String(200))

@@ -28,6 +28,7 @@ from sqlalchemy.exc import IntegrityError
 
 from annotate import bulk, views
 from annotate.blobs import ImageFiles, prepare_image, url_identity
+from annotate.checks import check_caption, check_draft, check_fields, check_name, from_json, jsonable
 from annotate.db import create_store_engine, migrate, resolve_data_dir, resolve_url, write_engine
 from annotate.errors import (
     ClaimedByOther,
@@ -37,14 +38,6 @@ from annotate.errors import (
     InvalidTransition,
     ItemNotFound,
     NothingToUndo,
-)
-from annotate.checks import (
-    check_caption,
-    check_draft,
-    check_fields,
-    check_name,
-    from_json,
-    jsonable,
 )
 from annotate.records import STATUSES, BulkResult, Draft, Item, NewItem
 from annotate.views import ACTIONS, IMAGES, ITEMS, REVISIONS
