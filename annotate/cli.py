@@ -147,12 +147,13 @@ def run_add(args) -> int:
 def run_import(args) -> int:
     from tqdm import tqdm
 
-    from annotate.importers import import_file
+    from annotate.importers import count_rows, import_file
 
     store = open_store(args)
     for path in args.files:
         # delay: no bar for quick imports, nor before an error about the file itself.
-        with tqdm(unit="row", desc=str(path), file=sys.stderr, disable=args.json, delay=0.5) as bar:
+        with tqdm(total=count_rows(path), unit="row", desc=str(path), file=sys.stderr, disable=args.json,
+                  delay=0.5) as bar:
             result = import_file(store, path, fetch_images=args.fetch_images, chunk_rows=args.chunk_rows,
                                  progress=bar.update, licence=args.licence)
         if args.json:

@@ -100,6 +100,18 @@ def import_file(store: Store, path: str | Path, fetch_images: bool = False, chun
     return result
 
 
+def count_rows(path: str | Path) -> int | None:
+    """Rows in a parquet file, from its footer (for a progress bar); None for other files."""
+    if Path(path).suffix.lower() != ".parquet":
+        return None
+    import pyarrow.parquet as pq
+
+    try:
+        return pq.ParquetFile(path).metadata.num_rows
+    except (OSError, ValueError):  # unreadable (ArrowInvalid is a ValueError): import_file says why
+        return None
+
+
 def _open(path: Path, chunk_rows: int) -> tuple[str, str, Iterator[tuple[int, list]]]:
     if path.suffix.lower() == ".json":
         return "llava", "llava-json", _json_chunks(path, chunk_rows)
@@ -109,7 +121,7 @@ def _open(path: Path, chunk_rows: int) -> tuple[str, str, Iterator[tuple[int, li
 
     try:
         parquet = pq.ParquetFile(path)
-    except Exception as exc:  # pyarrow raises ArrowInvalid/OSError for non-parquet files
+    except (OSError, ValueError) as exc:  # pyarrow: ArrowInvalid (a ValueError) or OSError
         raise ImportFailed(f"{path.name} is not a readable parquet file: {exc}") from exc
     names = set(parquet.schema_arrow.names)
     if {"url", "human_caption_hq"} <= names:
