@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import json
 import sqlite3
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -88,13 +89,13 @@ def run(rows: int) -> dict:
     }
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rows", type=int, default=311_000)
     parser.add_argument("--json", action="store_true", help="print JSON only")
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
     print(json.dumps(run(args.rows), indent=None if args.json else 2))
-
+    return 0
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

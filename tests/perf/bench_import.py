@@ -48,17 +48,17 @@ def run(rows: int) -> dict:
             "pass": measured["seconds"] <= 60 and measured["peak_rss_mb"] <= 2048 and measured["imported"] == rows}
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rows", type=int, default=311_000)
     parser.add_argument("--json", action="store_true", help="print JSON only")
     parser.add_argument("--child", nargs=2, metavar=("PARQUET", "DIR"), help=argparse.SUPPRESS)
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
     if args.child:
         child(*args.child)
-        return
+        return 0
     print(json.dumps(run(args.rows), indent=None if args.json else 2))
-
+    return 0
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 import tempfile
 import threading
 import time
@@ -63,14 +64,14 @@ def run(items: int, threads: int) -> dict:
     }
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--items", type=int, default=3000)
     parser.add_argument("--threads", type=int, default=16)
     parser.add_argument("--json", action="store_true", help="print JSON only, on one line")
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
     print(json.dumps(run(args.items, args.threads), indent=None if args.json else 2))
-
+    return 0
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())
