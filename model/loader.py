@@ -180,9 +180,10 @@ def load_model(config: LoadConfig | None = None):
     dtype = pick_dtype(config.dtype, device)
     quant = pick_quant(config.quant, device, model_id)
     try:
-        processor = AutoProcessor.from_pretrained(model_id)
+        local = Path(model_id).is_dir()  # a folder on disk: never ask the hub anything
+        processor = AutoProcessor.from_pretrained(model_id, local_files_only=local)
         model = AutoModelForImageTextToText.from_pretrained(
-            model_id, dtype=dtype, quantization_config=quantization_config(quant, dtype),
+            model_id, dtype=dtype, quantization_config=quantization_config(quant, dtype), local_files_only=local,
             device_map={"": device} if quant != "none" else None)
     except (OSError, ValueError) as exc:
         raise ModelLoadError(f"could not load {model_id}: {exc}") from exc

@@ -153,3 +153,18 @@ def test_auto_falls_back_to_demo_with_a_reason():
     vlm = load_model(LoadConfig(model="auto"))
     assert vlm.info.is_demo
     assert "--model OpenFace-CQUPT/Human_LLaVA" in vlm.info.note
+
+
+def test_generation_stops_on_the_formats_end_token(astronaut):
+    """A model whose favourite token is <|eot_id|> answers with nothing, and stops at once."""
+    import torch
+
+    vlm = load_model(LoadConfig(model="demo"))
+    eot = vlm.processor.tokenizer.convert_tokens_to_ids("<|eot_id|>")
+    with torch.no_grad():
+        vlm.model.lm_head.weight[eot] = vlm.model.lm_head.weight.abs().max() * 1e3
+    inputs = vlm._inputs([astronaut], [vlm.prompt_text([("hi", None)])])
+    out = vlm.model.generate(**inputs, **vlm._gen_kwargs(GenerationSettings(max_new_tokens=50)))
+    assert out.shape[1] - inputs["input_ids"].shape[1] == 1  # only the end token itself
+    assert vlm.caption(astronaut, "hi", GenerationSettings(max_new_tokens=50)) == ""
+    assert list(vlm.stream(astronaut, [("hi", None)], GenerationSettings(max_new_tokens=50))) == []
