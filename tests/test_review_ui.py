@@ -120,3 +120,35 @@ def test_reviewer_name_is_required(served):
     _, url = served
     with pytest.raises(Exception, match="Reviewer"):
         Client(url, verbose=False).predict("  ", api_name="/claim_next")
+
+
+def test_send_to_review_from_the_caption_tab(served):
+    from gradio_client import handle_file
+
+    store, url = served
+    c = Client(url, verbose=False)
+    photo = handle_file(str(ASTRONAUT.parent / "camera.png"))
+    caption, _chat = c.predict(photo, "brief", "", 16, 0.0, 0.9, 1.0, api_name="/caption")
+    c.predict(caption, api_name="/send_to_review")
+    item = store.list_items(status="pending")[-1]
+    assert item.draft.caption == caption and item.draft.model_name == "demo"
+    assert item.draft.preset == "brief" and item.draft.settings["max_new_tokens"] == 16
+    assert item.history == ()
+    # Sending the same photo again does not queue it twice.
+    before = store.counts()["pending"]
+    c.predict(caption, api_name="/send_to_review")
+    assert store.counts()["pending"] == before
+
+
+def test_send_to_review_keeps_the_users_edit_as_a_revision(served):
+    from gradio_client import handle_file
+
+    store, url = served
+    c = Client(url, verbose=False)
+    photo = handle_file(str(ASTRONAUT.parent / "camera.png"))
+    caption, _ = c.predict(photo, "brief", "", 16, 0.0, 0.9, 1.0, api_name="/caption")
+    c.predict("A man with a camera on a tripod.", api_name="/send_to_review")
+    item = store.get_item(store.list_items(status="pending")[-1].id)
+    assert item.draft.caption == caption  # the draft is what the model said
+    assert item.caption == "A man with a camera on a tripod."
+    assert [r.reviewer for r in item.history] == ["demo"]
