@@ -6,6 +6,7 @@ for the session (exercising build-on-first-use), and the data folder is a tempor
 
 import os
 import tempfile
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -36,3 +37,20 @@ def demo_vlm():
 def artifacts_dir() -> Path:
     ARTIFACTS.mkdir(exist_ok=True)
     return ARTIFACTS
+
+
+@contextmanager
+def running_app(slot=None, store=None, jobs=None):
+    """Build the real UI around the given services and serve it on loopback; yields its URL."""
+    from app.ui import Services, build_app
+    from model.loader import LoadConfig
+    from model.slot import ModelSlot
+
+    services = Services(slot=slot or ModelSlot(LoadConfig(model="demo")), store=store, jobs=jobs)
+    app = build_app(services)
+    app.queue()
+    app.launch(server_name="127.0.0.1", prevent_thread_lock=True, quiet=True)
+    try:
+        yield app.local_url
+    finally:
+        app.close()

@@ -2,24 +2,16 @@
 
 import pytest
 
-from app.ui import Services, build_app
-from model.loader import LoadConfig
-from model.slot import ModelSlot
 from tests.browser import browser_page
-from tests.conftest import ASTRONAUT
+from tests.conftest import ASTRONAUT, running_app
 
 pytestmark = pytest.mark.browser
 
 
 @pytest.fixture(scope="module")
 def app_url():
-    app = build_app(Services(slot=ModelSlot(LoadConfig(model="demo"))))
-    app.queue()
-    app.launch(server_name="127.0.0.1", prevent_thread_lock=True, quiet=True)
-    try:
-        yield app.local_url
-    finally:
-        app.close()
+    with running_app() as url:
+        yield url
 
 
 def test_upload_caption_and_chat_in_chromium(app_url, artifacts_dir):

@@ -4,11 +4,8 @@ import pytest
 
 from annotate.records import Draft
 from annotate.store import Store
-from app.ui import Services, build_app
-from model.loader import LoadConfig
-from model.slot import ModelSlot
 from tests.browser import browser_page
-from tests.conftest import ASTRONAUT
+from tests.conftest import ASTRONAUT, running_app
 
 pytestmark = pytest.mark.browser
 HOSTILE = 'A woman <img src=x onerror="window.__pwned = 1"> in an orange suit.'
@@ -18,14 +15,9 @@ HOSTILE = 'A woman <img src=x onerror="window.__pwned = 1"> in an orange suit.'
 def served(tmp_path):
     store = Store(data_dir=tmp_path / "data")
     store.enqueue(ASTRONAUT, Draft(model_name="demo", model_version="demo-v2", caption=HOSTILE))
-    app = build_app(Services(slot=ModelSlot(LoadConfig(model="demo")), store=store))
-    app.queue()
-    app.launch(server_name="127.0.0.1", prevent_thread_lock=True, quiet=True)
-    try:
-        yield store, app.local_url
-    finally:
-        app.close()
-        store.close()
+    with running_app(store=store) as url:
+        yield store, url
+    store.close()
 
 
 def test_claim_edit_approve_with_keyboard(served, artifacts_dir):

@@ -8,10 +8,7 @@ from PIL import Image
 from annotate.records import Draft
 from annotate.store import Store
 from app.review_tab import word_diff
-from app.ui import Services, build_app
-from model.loader import LoadConfig
-from model.slot import ModelSlot
-from tests.conftest import ASTRONAUT
+from tests.conftest import ASTRONAUT, running_app
 
 
 def draft(text: str) -> Draft:
@@ -24,14 +21,9 @@ def served(tmp_path):
     store.enqueue(ASTRONAUT, draft("A woman in an orange suit stands in front of a flag."))
     for i, colour in enumerate(["red", "green"]):
         store.enqueue(Image.new("RGB", (64, 64), colour), draft(f"A {colour} square {i}."))
-    app = build_app(Services(slot=ModelSlot(LoadConfig(model="demo")), store=store))
-    app.queue()
-    app.launch(server_name="127.0.0.1", prevent_thread_lock=True, quiet=True)
-    try:
-        yield store, app.local_url
-    finally:
-        app.close()
-        store.close()
+    with running_app(store=store) as url:
+        yield store, url
+    store.close()
 
 
 def fields(view):

@@ -3,10 +3,9 @@
 import pytest
 from gradio_client import Client, handle_file
 
-from app.ui import Services, build_app
 from model.loader import LoadConfig
 from model.slot import ModelSlot
-from tests.conftest import ASTRONAUT
+from tests.conftest import ASTRONAUT, running_app
 
 SETTINGS = [24, 0.0, 0.9, 1.0]  # max new tokens, temperature, top-p, repetition penalty
 
@@ -14,13 +13,8 @@ SETTINGS = [24, 0.0, 0.9, 1.0]  # max new tokens, temperature, top-p, repetition
 @pytest.fixture(scope="module")
 def client():
     slot = ModelSlot(LoadConfig(model="demo"))
-    app = build_app(Services(slot=slot))
-    app.queue()
-    app.launch(server_name="127.0.0.1", server_port=None, prevent_thread_lock=True, quiet=True)
-    try:
-        yield Client(app.local_url, verbose=False), slot
-    finally:
-        app.close()
+    with running_app(slot=slot) as url:
+        yield Client(url, verbose=False), slot
 
 
 def test_caption_streams_into_the_box_and_seeds_the_chat(client):
