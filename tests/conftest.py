@@ -40,16 +40,17 @@ def artifacts_dir() -> Path:
 
 
 @contextmanager
-def running_app(slot=None, store=None, jobs=None):
+def running_app(slot=None, store=None, jobs=None, auth=None):
     """Build the real UI around the given services and serve it on loopback; yields its URL."""
     from app.ui import Services, build_app
     from model.loader import LoadConfig
     from model.slot import ModelSlot
 
-    services = Services(slot=slot or ModelSlot(LoadConfig(model="demo")), store=store, jobs=jobs)
+    services = Services(slot=slot or ModelSlot(LoadConfig(model="demo")), store=store, jobs=jobs,
+                        auth_enabled=bool(auth))
     app = build_app(services)
     app.queue()
-    app.launch(server_name="127.0.0.1", prevent_thread_lock=True, quiet=True)
+    app.launch(server_name="127.0.0.1", prevent_thread_lock=True, quiet=True, auth=auth)
     try:
         yield app.local_url
     finally:

@@ -144,3 +144,17 @@ def test_send_to_review_keeps_the_users_edit_as_a_revision(served):
     assert item.draft.caption == caption  # the draft is what the model said
     assert item.caption == "A man with a camera on a tripod."
     assert [r.reviewer for r in item.history] == ["demo"]
+
+
+def test_reviewer_is_the_logged_in_user_when_auth_is_on(tmp_path):
+    store = Store(data_dir=tmp_path / "data")
+    store.enqueue(ASTRONAUT, draft("A woman."))
+    with running_app(store=store, auth=[("frank", "s3cret")]) as url:
+        c = Client(url, auth=("frank", "s3cret"), verbose=False)
+        c.predict("someone else", api_name="/claim_next")  # the name box is ignored (and hidden)
+        c.predict("someone else", "A woman in an orange suit.", "", "", "", "", "", api_name="/approve")
+        with pytest.raises(Exception):
+            Client(url, auth=("frank", "wrong"), verbose=False)
+    item = store.get_item(1)
+    assert item.decided_by == "frank" and [r.reviewer for r in item.history] == ["frank"]
+    store.close()
