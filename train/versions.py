@@ -80,3 +80,43 @@ def is_demo_family(vlm) -> bool:
         return True
     version = read_version(vlm.info.name) if Path(vlm.info.name).is_dir() else None
     return bool(version and version.base_is_demo)
+
+
+# ---- choosing and comparing versions (the Models tab) -------------------------------------
+
+BASE_CHOICE = "base"  # dropdown value that stands for the untrained base model
+
+
+def version_choices(models_dir: str | Path, base: str) -> list[tuple[str, str]]:
+    """(label, value) pairs: the base first, then every version, newest first."""
+    return [(f"base: {base}", BASE_CHOICE)] + [(v.label(), str(v.path)) for v in list_versions(models_dir)]
+
+
+def config_for(choice: str, template, base: str):
+    """The LoadConfig serving a dropdown choice (device, dtype... kept from `template`)."""
+    if choice == BASE_CHOICE:
+        return replace(template, model=base, adapter=None)
+    version = read_version(choice)
+    if version is None:
+        from train.errors import TrainError
+
+        raise TrainError(f"{choice} is not a trained version (no {VERSION_FILE})")
+    return version.load_config(template)
+
+
+def compare_captions(slot, configs: list, image, prompt: str, settings=None) -> list[str]:
+    """Caption one image with each config. The serving model is reused; others are loaded
+    one at a time and released straight after, so at most one extra model is in memory."""
+    from model.loader import load_model
+
+    captions = []
+    for config in configs:
+        if config == slot.config:
+            captions.append(slot.get().caption(image, prompt, settings))
+            continue
+        vlm = load_model(config)
+        try:
+            captions.append(vlm.caption(image, prompt, settings))
+        finally:
+            vlm.release()
+    return captions

@@ -1,0 +1,300 @@
+"""The Train and Models tabs: fine-tune on approved corrections, then pick the version to serve.
+
+Handlers first (plain functions over `Services`), then the layout. Training runs in its own
+process (train.jobs.JobRunner); the Train tab follows it by polling once a second (`gr.Timer`):
+the job row, its status file, its loss curve and its log. Nothing here touches SQL or tensors.
+"""
+
+from __future__ import annotations
+
+import html
+
+import gradio as gr
+import pandas as pd
+
+from app.components import PhotoInput
+from model.generate import GenerationSettings
+from model.images import ImageError, load_image
+from model.prompts import PRESETS
+from train.jobs import available_corrections, resumable
+from train.options import METHODS
+from train.versions import BASE_CHOICE, compare_captions, config_for, list_versions, version_choices
+
+POLL_S = 1.0
+METRICS = [("token_f1", "token F1"), ("bleu4", "BLEU-4 (0-100)"), ("chrf", "chrF (0-100)"),
+           ("rouge_l", "ROUGE-L"), ("exact_match", "exact match"), ("edit_distance", "edit distance (lower is better)")]
+EVAL_HEADERS = ["metric", "before (base)", "after (new version)", "change"]
+GPU = {"concurrency_id": "gpu", "concurrency_limit": 1}  # shared with the Caption & Chat tab
+
+
+def _user_error(exc: Exception):
+    if getattr(exc, "user_facing", False):
+        raise gr.Error(str(exc)) from None
+    raise exc
+
+
+# ---- Train tab handlers ------------------------------------------------------------------------
+
+
+def data_summary(services) -> str:
+    if services.store is None:
+        return "Training needs the review queue: start the app without `--no-store`."
+    counts = available_corrections(services.store, services.jobs.config.split)
+    text = (f"**{counts['train'] + counts['heldout']} approved corrections** with photos: "
+            f"**{counts['train']}** to train on, **{counts['heldout']}** held out for evaluation")
+    if counts["without_photo"]:
+        text += f" ({counts['without_photo']} more are known only by URL and cannot be trained on)"
+    return text + "."
+
+
+def _number(value, kind=float):
+    """Empty (or 0) means the model's default."""
+    return None if value in (None, "") or float(value) == 0 else kind(value)
+
+
+def start_job(services, base, method, epochs, max_steps, lr, batch_size) -> str:
+    settings = {"base": (base or "").strip() or None, "method": method, "epochs": _number(epochs),
+                "max_steps": _number(max_steps, int), "lr": _number(lr), "batch_size": _number(batch_size, int)}
+    try:
+        job = services.jobs.start({k: v for k, v in settings.items() if v is not None}, store=services.store)
+    except Exception as exc:
+        _user_error(exc)
+    gr.Info(f"Training job {job.id} started.")
+    return f"Job {job.id} queued: exporting the approved corrections, then training."
+
+
+def cancel_job(services) -> str:
+    job = services.jobs.active()
+    if job is None:
+        raise gr.Error("No training job is running.")
+    try:
+        services.jobs.cancel(job.id)
+    except Exception as exc:
+        _user_error(exc)
+    return f"Cancelling job {job.id}..."
+
+
+def resume_job(services) -> str:
+    jobs = services.jobs.list(limit=1)
+    if not jobs or not resumable(jobs[0]):
+        raise gr.Error("The last job has no checkpoint to resume from.")
+    try:
+        job = services.jobs.resume(jobs[0].id)
+    except Exception as exc:
+        _user_error(exc)
+    return f"Resuming job {job.id} from its last checkpoint."
+
+
+def _eta(seconds) -> str:
+    if seconds is None:
+        return "estimating..."
+    seconds = int(seconds)
+    return f"{seconds // 3600}:{seconds % 3600 // 60:02d}:{seconds % 60:02d}" if seconds >= 3600 \
+        else f"{seconds // 60}:{seconds % 60:02d}"
+
+
+def progress_html(job, status: dict) -> str:
+    """A progress bar with step count, ETA and last loss (plain HTML: nothing user-written in it)."""
+    if job is None:
+        return ""
+    step, total = status.get("step") or 0, status.get("max_steps") or 0
+    phase = status.get("phase") or ("exporting" if job.status == "queued" else job.status)
+    share = 1.0 if job.status == "finished" else (step / total if total else 0.0)
+    parts = [f"{phase}", f"step {step} / {total or '?'}", f"{share:.0%}"]
+    if job.active and phase == "training":
+        parts.append(f"ETA {_eta(status.get('eta_s'))}")
+    if status.get("loss") is not None:
+        parts.append(f"loss {status['loss']:.4f}")
+    return (f'<div id="train-progress" data-status="{html.escape(job.status)}">'
+            f'<div style="background:#e5e7eb;border-radius:6px;height:14px;overflow:hidden">'
+            f'<div style="background:#f97316;height:14px;width:{share * 100:.1f}%"></div></div>'
+            f'<div style="margin-top:4px">{html.escape(" · ".join(parts))}</div></div>')
+
+
+def job_markdown(job) -> str:
+    if job is None:
+        return "No training job yet."
+    opts = job.options
+    text = (f"**Job {job.id}: {job.status}** · base `{opts.get('base')}` · {opts.get('method')}"
+            f"{f' · attempt {job.attempts}' if job.attempts > 1 else ''}")
+    if job.status == "finished":
+        text += f"\n\nNew version `{job.version}`: serve it from the **Models** tab."
+    if job.error:
+        text += f"\n\n**{'Note' if job.status == 'finished' else 'Reason'}:** {job.error}"
+    if resumable(job):
+        text += "\n\nIt has a checkpoint: **Resume** continues from it."
+    return text
+
+
+def loss_frame(points: list[dict]) -> pd.DataFrame:
+    return pd.DataFrame({"step": [p["step"] for p in points], "loss": [p["loss"] for p in points]})
+
+
+def eval_rows(evaluation: dict) -> list[list]:
+    before, after = evaluation.get("before") or {}, evaluation.get("after") or {}
+    rows = []
+    for key, name in METRICS:
+        b, a = before.get(key), after.get(key)
+        change = f"{a - b:+.4g}" if a is not None and b is not None else ""
+        rows.append([name, "" if b is None else b, "" if a is None else a, change])
+    return rows
+
+
+def poll(services, seen: dict):
+    """One tick: job status, progress, loss curve, log tail, evaluation table, button states."""
+    jobs = services.jobs.list(limit=1)
+    job = jobs[0] if jobs else None
+    info = services.jobs.progress(job.id) if job else {"status": {}, "points": [], "log": ""}
+    points = info["points"]
+    key = (job.id if job else None, len(points), job.status if job else None)
+    plot = loss_frame(points) if key != seen.get("key") else gr.skip()
+    table = eval_rows(job.evaluation) if job and job.evaluation and key != seen.get("key") else gr.skip()
+    active = bool(job and job.active)
+    return (job_markdown(job), progress_html(job, info["status"]), plot, info["log"], table,
+            gr.Button(interactive=not active), gr.Button(interactive=active),
+            gr.Button(interactive=bool(job and resumable(job))), {"key": key})
+
+
+# ---- Models tab handlers ------------------------------------------------------------------------
+
+
+def _round(value, digits: int = 4):
+    return None if value is None else round(float(value), digits)
+
+
+def _base(services) -> str:
+    return services.jobs.config.default_base
+
+
+def versions_frame(services) -> pd.DataFrame:
+    rows = []
+    for v in list_versions(services.jobs.config.models_dir):
+        before, after = v.evaluation("before"), v.evaluation("after")
+        f1 = lambda run: _round(run["metrics"]["token_f1"]) if run else None  # noqa: E731
+        rows.append({"version": v.version, "base": v.base, "method": v.method + (" (merged)" if v.merged else ""),
+                     "data": f"{v.data.get('train_items', '?')} train / {v.data.get('heldout_items', '?')} held-out",
+                     "token F1 before": f1(before), "token F1 after": f1(after),
+                     "final loss": _round(v.metrics.get("final_loss")), "created": v.created_at.replace("T", " ")[:16]})
+    return pd.DataFrame(rows, columns=["version", "base", "method", "data", "token F1 before", "token F1 after",
+                                       "final loss", "created"])
+
+
+def refresh_models(services):
+    choices = version_choices(services.jobs.config.models_dir, _base(services))
+    newest = choices[1][1] if len(choices) > 1 else BASE_CHOICE
+    return (versions_frame(services), gr.Dropdown(choices=choices, value=newest),
+            gr.Dropdown(choices=choices, value=BASE_CHOICE), gr.Dropdown(choices=choices, value=newest), serving(services))
+
+
+def serving(services) -> str:
+    return f"Serving now: **{services.slot.get().info.describe()}** · version `{services.slot.get().info.version}`"
+
+
+def use_in_demo(services, choice) -> str:
+    if not choice:
+        raise gr.Error("Pick a version first.")
+    try:
+        config = config_for(choice, services.slot.config, _base(services))
+        services.slot.swap(config)
+    except Exception as exc:
+        _user_error(exc)
+    gr.Info("The Caption & Chat tab now uses this version.")
+    return serving(services)
+
+
+def compare(services, photo, choice_a, choice_b, preset):
+    if not photo:
+        raise gr.Error("Upload a photo to caption with both versions.")
+    if not choice_a or not choice_b:
+        raise gr.Error("Pick two versions to compare.")
+    try:
+        image = load_image(photo)
+        configs = [config_for(c, services.slot.config, _base(services)) for c in (choice_a, choice_b)]
+        captions = compare_captions(services.slot, configs, image, PRESETS[preset], GenerationSettings(max_new_tokens=200))
+    except ImageError as exc:
+        raise gr.Error(str(exc)) from None
+    except Exception as exc:
+        _user_error(exc)
+    return captions[0], captions[1]
+
+
+# ---- layout ----------------------------------------------------------------------------------
+
+
+def build_train_tabs(services) -> None:
+    """The Train and Models tabs, inside the app's `gr.Tabs()`."""
+    with gr.Tab("Train", id="train") as train_tab:
+        summary = _build_train(services)
+    with gr.Tab("Models", id="models") as models_tab:
+        refresh, outputs = _build_models(services)
+    # Opening a tab refreshes what may have changed meanwhile (new approvals, new versions).
+    train_tab.select(lambda: data_summary(services), None, summary, api_name=False)
+    models_tab.select(refresh, None, outputs, api_name=False)
+
+
+def _build_train(services) -> gr.Markdown:
+    seen = gr.State({})
+    with gr.Row():
+        summary = gr.Markdown(lambda: data_summary(services), elem_id="train-data")
+        refresh_btn = gr.Button("Refresh counts", size="sm", scale=0)
+    with gr.Row():
+        base = gr.Textbox(value=_base(services), label="Base model (hub id, folder or 'demo')", scale=2)
+        method = gr.Radio(list(METHODS), value="lora", label="Method", scale=2)
+    with gr.Row():
+        epochs = gr.Number(value=None, label="Epochs (empty: the model's default)", elem_id="train-epochs")
+        max_steps = gr.Number(value=None, precision=0, label="Max steps (empty: by epochs)", elem_id="train-max-steps")
+        lr = gr.Number(value=None, label="Learning rate (empty: default)")
+        batch = gr.Number(value=None, precision=0, label="Batch size (empty: default)", elem_id="train-batch")
+    with gr.Row():
+        start_btn = gr.Button("Start training", variant="primary", elem_id="train-start")
+        cancel_btn = gr.Button("Cancel", variant="stop", elem_id="train-cancel")
+        resume_btn = gr.Button("Resume", elem_id="train-resume")
+    message = gr.Markdown(elem_id="train-message")
+    job_md = gr.Markdown(elem_id="train-job")
+    bar = gr.HTML(elem_id="train-bar")
+    with gr.Row():
+        plot = gr.LinePlot(loss_frame([]), x="step", y="loss", title="Training loss", height=280,
+                           elem_id="train-loss", scale=3)
+        table = gr.Dataframe(headers=EVAL_HEADERS, value=eval_rows({}), label="Held-out evaluation",
+                             interactive=False, elem_id="train-eval", scale=2)
+    log_box = gr.Textbox(label="Log (last lines)", lines=10, max_lines=10, autoscroll=True, elem_id="train-log")
+    outputs = [job_md, bar, plot, log_box, table, start_btn, cancel_btn, resume_btn, seen]
+    timer = gr.Timer(POLL_S)
+    timer.tick(lambda s: poll(services, s), [seen], outputs, show_progress="hidden", api_name=False)
+    refresh_btn.click(lambda: data_summary(services), None, summary, api_name=False)
+    start_btn.click(lambda *a: start_job(services, *a), [base, method, epochs, max_steps, lr, batch], message,
+                    api_name="train_start")
+    cancel_btn.click(lambda: cancel_job(services), None, message, api_name="train_cancel")
+    resume_btn.click(lambda: resume_job(services), None, message, api_name="train_resume")
+    return summary
+
+
+def _build_models(services):
+    choices = version_choices(services.jobs.config.models_dir, _base(services))
+    current = gr.Markdown(lambda: serving(services), elem_id="models-serving")
+    table = gr.Dataframe(lambda: versions_frame(services), label="Trained versions", interactive=False,
+                         elem_id="models-table")
+    with gr.Row():
+        chosen = gr.Dropdown(choices=choices, label="Version", scale=3, elem_id="models-choice")
+        use_btn = gr.Button("Use in demo", variant="primary", scale=1, elem_id="models-use")
+        refresh_btn = gr.Button("Refresh", scale=1)
+    gr.Markdown("### Compare two versions on one photo")
+    with gr.Row():
+        with gr.Column(scale=2):
+            photo = PhotoInput(label="Photo", type="filepath", height=300, elem_id="compare-photo")
+            preset = gr.Dropdown(list(PRESETS), value="detailed", label="Preset")
+        with gr.Column(scale=3):
+            with gr.Row():
+                a = gr.Dropdown(choices=choices, label="Version A", elem_id="compare-a")
+                b = gr.Dropdown(choices=choices, label="Version B", elem_id="compare-b")
+            compare_btn = gr.Button("Compare", elem_id="compare-btn")
+            with gr.Row():
+                cap_a = gr.Textbox(label="Caption A", lines=6, elem_id="compare-out-a")
+                cap_b = gr.Textbox(label="Caption B", lines=6, elem_id="compare-out-b")
+    refresh = lambda: refresh_models(services)  # noqa: E731
+    outputs = [table, chosen, a, b, current]
+    refresh_btn.click(refresh, None, outputs, api_name="models_refresh")
+    use_btn.click(lambda c: use_in_demo(services, c), [chosen], current, api_name="models_use", **GPU)
+    compare_btn.click(lambda *x: compare(services, *x), [photo, a, b, preset], [cap_a, cap_b],
+                      api_name="models_compare", **GPU)
+    return refresh, outputs
