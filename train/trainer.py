@@ -146,8 +146,8 @@ def build_trainer(model, peft_config, processor, dataset, resolved: Resolved, ou
         lr_scheduler_type="cosine", warmup_steps=o.warmup_ratio,  # a float below 1 is a ratio
         logging_steps=max(1, steps // LOGGED_POINTS), save_strategy="steps", save_steps=o.save_steps,
         save_total_limit=o.save_limit, seed=o.seed, data_seed=o.seed, **precision,
-        gradient_checkpointing=resolved.defaults.gradient_checkpointing,
-        gradient_checkpointing_kwargs={"use_reentrant": False},
+        activation_checkpointing=resolved.defaults.gradient_checkpointing,
+        activation_checkpointing_kwargs={"use_reentrant": False},
         max_length=o.max_length, completion_only_loss=True, report_to="none",
         disable_tqdm=not sys.stderr.isatty(), dataloader_num_workers=0,
     )
