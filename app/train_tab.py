@@ -21,6 +21,7 @@ from train.options import METHODS
 from train.versions import BASE_CHOICE, compare_captions, config_for, list_versions, version_choices
 
 POLL_S = 1.0
+LOG_LINES = 12
 METRICS = [("token_f1", "token F1"), ("bleu4", "BLEU-4 (0-100)"), ("chrf", "chrF (0-100)"),
            ("rouge_l", "ROUGE-L"), ("exact_match", "exact match"), ("edit_distance", "edit distance (lower is better)")]
 EVAL_HEADERS = ["metric", "before (base)", "after (new version)", "change"]
@@ -144,7 +145,7 @@ def poll(services, seen: dict):
     """One tick: job status, progress, loss curve, log tail, evaluation table, button states."""
     jobs = services.jobs.list(limit=1)
     job = jobs[0] if jobs else None
-    info = services.jobs.progress(job.id) if job else {"status": {}, "points": [], "log": ""}
+    info = services.jobs.progress(job.id, LOG_LINES) if job else {"status": {}, "points": [], "log": ""}
     points = info["points"]
     key = (job.id if job else None, len(points), job.status if job else None)
     plot = loss_frame(points) if key != seen.get("key") else gr.skip()
@@ -241,10 +242,10 @@ def _build_train(services) -> gr.Markdown:
         base = gr.Textbox(value=_base(services), label="Base model (hub id, folder or 'demo')", scale=2)
         method = gr.Radio(list(METHODS), value="lora", label="Method", scale=2)
     with gr.Row():
-        epochs = gr.Number(value=None, label="Epochs (empty: the model's default)", elem_id="train-epochs")
-        max_steps = gr.Number(value=None, precision=0, label="Max steps (empty: by epochs)", elem_id="train-max-steps")
-        lr = gr.Number(value=None, label="Learning rate (empty: default)")
-        batch = gr.Number(value=None, precision=0, label="Batch size (empty: default)", elem_id="train-batch")
+        epochs = gr.Number(value=None, label="Epochs (0 = the model's default)", elem_id="train-epochs")
+        max_steps = gr.Number(value=None, precision=0, label="Max steps (0 = by epochs)", elem_id="train-max-steps")
+        lr = gr.Number(value=None, label="Learning rate (0 = default)")
+        batch = gr.Number(value=None, precision=0, label="Batch size (0 = default)", elem_id="train-batch")
     with gr.Row():
         start_btn = gr.Button("Start training", variant="primary", elem_id="train-start")
         cancel_btn = gr.Button("Cancel", variant="stop", elem_id="train-cancel")
@@ -254,10 +255,11 @@ def _build_train(services) -> gr.Markdown:
     bar = gr.HTML(elem_id="train-bar")
     with gr.Row():
         plot = gr.LinePlot(loss_frame([]), x="step", y="loss", title="Training loss", height=280,
-                           elem_id="train-loss", scale=3)
+                           elem_id="train-loss", scale=1)
         table = gr.Dataframe(headers=EVAL_HEADERS, value=eval_rows({}), label="Held-out evaluation",
-                             interactive=False, elem_id="train-eval", scale=2)
-    log_box = gr.Textbox(label="Log (last lines)", lines=10, max_lines=10, autoscroll=True, elem_id="train-log")
+                             interactive=False, elem_id="train-eval", scale=1)
+    log_box = gr.Textbox(label="Log (last lines)", lines=LOG_LINES, max_lines=LOG_LINES, autoscroll=True,
+                         elem_id="train-log")
     outputs = [job_md, bar, plot, log_box, table, start_btn, cancel_btn, resume_btn, seen]
     timer = gr.Timer(POLL_S)
     timer.tick(lambda s: poll(services, s), [seen], outputs, show_progress="hidden", api_name=False)
