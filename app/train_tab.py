@@ -99,7 +99,8 @@ def progress_html(job, status: dict) -> str:
     if job is None:
         return ""
     step, total = status.get("step") or 0, status.get("max_steps") or 0
-    phase = status.get("phase") or ("exporting" if job.status == "queued" else job.status)
+    phase = (status.get("phase") or "starting") if job.status == "running" else \
+        "exporting" if job.status == "queued" else job.status
     share = 1.0 if job.status == "finished" else (step / total if total else 0.0)
     parts = [f"{phase}", f"step {step} / {total or '?'}", f"{share:.0%}"]
     if job.active and phase == "training":

@@ -68,7 +68,8 @@ class ExportData:
             digest.update(path.name.encode() + b"\0" + path.read_bytes())
         return {
             "export": str(self.folder), "format": self.format, "files": [p.name for p in self.files],
-            "sha256": digest.hexdigest(), "counts": self.counts(), "export_manifest": self.manifest,
+            "sha256": digest.hexdigest(), "counts": self.counts(),
+            "export_manifest": {k: v for k, v in self.manifest.items() if k != "item_ids"},
             "items": {s: [e.id for e in self.split(s)] for s in SPLITS},
         }
 
