@@ -1,8 +1,8 @@
 """Stage-two fine-tuning: export in, new version out.
 
-Reads top to bottom: options, data, base model, method (LoRA / QLoRA / full), TRL's
-`SFTTrainer` (prompt-completion rows, so the loss falls on the answer tokens only: prompt and
-image tokens are masked by TRL's vision collator), train, save. The model is loaded through
+Reads top to bottom: options, data, base model, method (LoRA / QLoRA / full with peft),
+transformers' `Trainer` with TRL's vision collator (prompt-completion rows, so the loss falls on
+the answer tokens only: prompt and image tokens are masked), train, save. The model is loaded through
 `model.loader`, exactly as the app serves it, and the training text is rendered by the model's
 own prompt format, so what the model learns is what inference asks.
 
@@ -87,12 +87,8 @@ def load_base(options: TrainOptions, device: str):
     """The base model through the serving path (4-bit nf4 for QLoRA)."""
     from model.loader import LoadConfig, load_model
 
-    quant, dtype = "none", options.dtype
-    if options.method == "qlora":
-        # TRL keeps QLoRA's trainable weights in bf16 (as the QLoRA paper does), so the
-        # computation must be bf16 too, on any device.
-        quant, dtype = "4bit", "bfloat16" if dtype == "auto" else dtype
-    return load_model(LoadConfig(model=options.base, device=device, dtype=dtype, quant=quant,
+    quant = "4bit" if options.method == "qlora" else "none"
+    return load_model(LoadConfig(model=options.base, device=device, dtype=options.dtype, quant=quant,
                                  cache_dir=options.cache_dir))
 
 
@@ -103,7 +99,7 @@ def _demo_family(vlm) -> bool:
 
 
 def prepare_model(model, resolved: Resolved):
-    """`full`: freeze the vision tower, train the rest. LoRA/QLoRA: a peft config for TRL to apply."""
+    """`full`: freeze the vision tower, train the rest. LoRA/QLoRA: the peft config to apply."""
     if resolved.options.method == "full":
         for name, param in model.named_parameters():
             param.requires_grad = "vision_tower" not in name
@@ -133,13 +129,26 @@ def planned_steps(resolved: Resolved, items: int, world_size: int = 1) -> int:
 
 def build_trainer(model, peft_config, processor, dataset, resolved: Resolved, out: Path, status, precision: dict,
                   world_size: int = 1):
-    from trl import SFTConfig, SFTTrainer
+    """transformers' Trainer with TRL's vision collator (prompt-completion rows, loss on the answer).
+
+    TRL's SFTTrainer would add a fused LM head and per-step entropy/accuracy metrics: on the
+    demo model that cost ~20% of the throughput (tests/perf/bench_train.py), for nothing used here.
+    """
+    from transformers import Trainer, TrainingArguments, set_seed
+    from trl.trainer.sft_trainer import DataCollatorForVisionLanguageModeling
 
     o = resolved.options
+    set_seed(o.seed)  # LoRA weights start random: the same seed gives the same run
+    if peft_config is not None:
+        from peft import get_peft_model
+
+        model = get_peft_model(model, peft_config)
+        if resolved.defaults.gradient_checkpointing:
+            model.enable_input_require_grads()
     steps = planned_steps(resolved, len(dataset), world_size)
     if not 0 <= o.warmup_ratio < 1:
         raise OptionsError("--warmup-ratio must be in [0, 1)")
-    args = SFTConfig(
+    args = TrainingArguments(
         output_dir=str(out / CHECKPOINTS), per_device_train_batch_size=resolved.batch_size,
         gradient_accumulation_steps=resolved.grad_accum, learning_rate=resolved.lr,
         num_train_epochs=resolved.epochs, max_steps=o.max_steps or -1,
@@ -148,11 +157,12 @@ def build_trainer(model, peft_config, processor, dataset, resolved: Resolved, ou
         save_total_limit=o.save_limit, seed=o.seed, data_seed=o.seed, **precision,
         activation_checkpointing=resolved.defaults.gradient_checkpointing,
         activation_checkpointing_kwargs={"use_reentrant": False},
-        max_length=o.max_length, completion_only_loss=True, report_to="none",
-        disable_tqdm=not sys.stderr.isatty(), dataloader_num_workers=0,
+        remove_unused_columns=False,  # the collator needs the image/prompt/completion columns
+        report_to="none", disable_tqdm=not sys.stderr.isatty(), dataloader_num_workers=0,
     )
-    return SFTTrainer(model=model, args=args, train_dataset=dataset, processing_class=processor,
-                      peft_config=peft_config, callbacks=[make_callback(out, status)])
+    collator = DataCollatorForVisionLanguageModeling(processor, max_length=o.max_length, completion_only_loss=True)
+    return Trainer(model=model, args=args, train_dataset=dataset, data_collator=collator, processing_class=processor,
+                   callbacks=[make_callback(out, status)])
 
 
 def _check_out_dir(out: Path, resume: bool) -> None:
