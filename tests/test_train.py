@@ -183,3 +183,23 @@ def test_resume_after_a_kill_continues_like_an_uninterrupted_run(shapes, tmp_pat
     wa, wb = load_file(straight / "adapter_model.safetensors"), load_file(out / "adapter_model.safetensors")
     assert wa.keys() == wb.keys()
     assert all((wa[k] - wb[k]).abs().max() < 1e-4 for k in wa)
+
+
+def test_compare_captions_one_photo_with_two_versions(shapes, proof):
+    from model.generate import GenerationSettings
+    from model.images import load_image
+    from model.loader import LoadConfig
+    from model.slot import ModelSlot
+    from train.data import ExportData
+    from train.versions import BASE_CHOICE, compare_captions, config_for, version_choices
+
+    slot = ModelSlot(LoadConfig(model="demo"))
+    serving = slot.get()
+    choices = [value for _, value in version_choices(shapes.root, "demo")]
+    assert choices[0] == BASE_CHOICE and str(proof.out) in choices
+    configs = [config_for(c, slot.config, "demo") for c in (BASE_CHOICE, str(proof.out))]
+    image = load_image(ExportData(shapes.llava).split("heldout")[2].image)
+    base_caption, trained_caption = compare_captions(slot, configs, image, QUESTION,
+                                                     GenerationSettings(max_new_tokens=32))
+    assert base_caption != trained_caption
+    assert slot.get() is serving  # the serving model was reused, not replaced

@@ -126,3 +126,12 @@ def test_runner_from_the_serve_arguments(tmp_path, monkeypatch):
     assert runner.config.default_base == "demo" and runner.active() is None
     runner.close()
     assert runner_from_args(argparse.Namespace(no_store=True)) is None
+
+
+def test_out_of_memory_reasons_say_what_to_do():
+    import torch
+
+    from train.progress import failure_reason
+
+    reason = failure_reason(torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB"))
+    assert reason.startswith("out of memory") and "--batch-size" in reason and "qlora" in reason
