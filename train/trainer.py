@@ -57,6 +57,7 @@ def train(options: TrainOptions) -> Path:
 def _train(options: TrainOptions, out: Path, state, status: StatusWriter) -> None:
     from model.prompts import PRESETS
 
+    resolve(options, is_demo=False)  # bad numbers fail now, not after loading 17 GB of weights
     data = ExportData(options.data)
     examples = data.split("train")
     if not examples:
