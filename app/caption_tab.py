@@ -117,7 +117,9 @@ def model_status(slot: ModelSlot) -> tuple[str, str]:
     info = slot.get().info
     line = f"**Model:** {info.describe()} · version `{info.version}`"
     banner = ""
-    if info.is_demo:
+    if info.is_demo and info.adapter:
+        banner = "ℹ️ The demo base model with an adapter fine-tuned on your reviewers' corrections."
+    elif info.is_demo:
         why = info.note or "the demo model was asked for"
         banner = (f"⚠️ **Untrained demo model.** Its captions are gibberish until it is fine-tuned. "
                   f"Why: {why}")

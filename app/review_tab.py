@@ -188,8 +188,9 @@ def run_export(store, fmt, status, blur, split, progress=gr.Progress()):
 def build_review_tab(services) -> str:
     """Lay out the Review and Export tabs; returns JavaScript to run on page load (shortcuts)."""
     store, auth = services.store, services.auth_enabled
-    state = gr.State(dict(EMPTY))
     with gr.Tab("Review", id="review"):
+        # Inside the tab: a component directly under gr.Tabs() breaks the tab buttons.
+        state = gr.State(dict(EMPTY))
         with gr.Row():
             name = gr.Textbox(label="Reviewer", placeholder="your name", scale=1, visible=not auth, elem_id="reviewer")
             counts = gr.Markdown(elem_id="queue-counts")

@@ -35,11 +35,13 @@ def build_app(services: Services) -> gr.Blocks:
         model_line = gr.Markdown(elem_id="model-line")
         banner = gr.Markdown(elem_id="demo-banner")
         with gr.Tabs():
-            with gr.Tab("Caption & Chat", id="caption"):
+            with gr.Tab("Caption & Chat", id="caption") as caption_tab:
                 send = _send_to_review_handler(services) if services.store is not None else None
                 build_caption_tab(services.slot, on_send_to_review=send)
             page_js = _optional_tabs(services)
+        # The serving model can change ("Use in demo"): refresh the header whenever it may have.
         demo.load(lambda: model_status(services.slot), None, [model_line, banner], api_name=False)
+        caption_tab.select(lambda: model_status(services.slot), None, [model_line, banner], api_name=False)
         for js in page_js:
             demo.load(None, None, None, js=js, api_name=False)
     return demo

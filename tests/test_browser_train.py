@@ -48,11 +48,14 @@ def test_start_a_job_see_the_loss_curve_and_serve_the_result(served, artifacts_d
         job = runner.list(limit=1)[0]
         assert job.status == "finished" and len(runner.progress(job.id)["points"]) == 12
 
-        page.goto(url)  # a fresh page: go straight to the Models tab
         page.get_by_role("tab", name="Models").click()
         page.wait_for_function("v => document.querySelector('#models-table').innerText.includes(v)",
                                arg=job.version, timeout=30_000)
         page.locator("#models-use").click()
         page.locator("#models-serving").get_by_text("adapter").wait_for(timeout=60_000)
         page.screenshot(path=str(artifacts_dir / "models-tab.png"), full_page=True)
+        # Back on the demo tab, the header names the version now serving.
+        page.get_by_role("tab", name="Caption & Chat").click()
+        page.locator("#model-line").get_by_text("adapter").wait_for(timeout=30_000)
+        assert "Untrained" not in page.locator("#demo-banner").inner_text()
     assert slot.get().info.version.endswith(job.version)
