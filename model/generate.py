@@ -41,30 +41,29 @@ class GenerationSettings:
 Turns = list[tuple[str, str | None]]  # [(user text, answer)], the last answer None
 
 
-class _StopOnEvent:
-    """Stopping criterion that ends generation when the caller goes away (UI stop button)."""
-
-    def __init__(self, event: threading.Event):
-        self.event = event
-
-    def __call__(self, input_ids, scores, **kwargs) -> bool:
-        return self.event.is_set()
+class _Stopped(Exception):
+    """Raised inside `generate` (from the streamer) when the consumer went away."""
 
 
 class _TokenStreamer:
-    """Hands new token ids from the generation thread to the consumer.
+    """Hands new token ids from the generation thread to the consumer, and carries the stop.
 
-    transformers' TextIteratorStreamer decodes on the generation thread, re-decoding its
-    whole cache at every token; on a small model that costs more than the forward pass.
-    Here `put` only enqueues ids and decoding happens on the consumer's thread, overlapping
-    with generation.
+    transformers' TextIteratorStreamer decodes on the generation thread, re-decoding its whole
+    cache at every token; on a small model that costs more than the forward pass. Here `put`
+    only appends ids; the consumer decodes them in batches on its own thread. A stop request
+    (the UI's stop button, a client that left) is raised from `put` at the next token, which
+    costs nothing per step, unlike a stopping criterion.
     """
 
     def __init__(self):
         self.queue: queue.SimpleQueue = queue.SimpleQueue()
+        self.stop = threading.Event()
+        self.finished = threading.Event()  # wakes a consumer waiting for more tokens
         self._prompt_seen = False
 
     def put(self, value) -> None:
+        if self.stop.is_set():
+            raise _Stopped
         if not self._prompt_seen:  # the first call carries the prompt
             self._prompt_seen = True
             return
@@ -72,6 +71,12 @@ class _TokenStreamer:
 
     def end(self) -> None:
         self.queue.put(None)
+        self.finished.set()
+
+
+# The consumer wakes at most this often: waking at every token would fight the generation
+# thread for the interpreter lock, which is what limits a small model's speed on a CPU.
+DRAIN_EVERY_S = 0.005
 
 
 def _detokenize(streamer: _TokenStreamer, tokenizer) -> Iterator[str]:
@@ -85,7 +90,9 @@ def _detokenize(streamer: _TokenStreamer, tokenizer) -> Iterator[str]:
     done = False
     while not done:
         chunk = streamer.queue.get()
-        while chunk is not None:  # drain whatever else is ready in one go
+        if chunk is not None:
+            streamer.finished.wait(DRAIN_EVERY_S)  # let a few more tokens arrive; decode them together
+        while chunk is not None:
             ids.extend(chunk)
             try:
                 chunk = streamer.queue.get_nowait()
@@ -145,13 +152,17 @@ class VLM:
         """
         inputs = self._inputs([image], [self.prompt_text(turns)])
         streamer = _TokenStreamer()
-        stop, errors = threading.Event(), []
+        errors: list[BaseException] = []
 
         def work():
             try:
-                with self._lock:
-                    self.model.generate(**inputs, **self._gen_kwargs(settings), streamer=streamer,
-                                        stopping_criteria=[_StopOnEvent(stop)])
+                import torch
+
+                # inference_mode is per thread: enter it here, in the thread that generates.
+                with self._lock, torch.inference_mode():
+                    self.model.generate(**inputs, **self._gen_kwargs(settings), streamer=streamer)
+            except _Stopped:
+                streamer.end()
             except BaseException as exc:  # handed to the consumer below, never lost
                 errors.append(exc)
                 streamer.end()
@@ -161,7 +172,7 @@ class VLM:
         try:
             yield from _detokenize(streamer, self.processor.tokenizer)
         finally:
-            stop.set()
+            streamer.stop.set()
             worker.join()
         if errors:
             raise _generation_error(errors[0]) from errors[0]

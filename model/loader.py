@@ -14,7 +14,7 @@ import json
 import logging
 import os
 import warnings
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 
 log = logging.getLogger(__name__)
@@ -168,14 +168,32 @@ def quantization_config(quant: str, dtype):
 
 
 def load_model(config: LoadConfig | None = None):
-    """Load the model and processor; returns a `model.generate.VLM` ready to caption."""
+    """Load the model and processor; returns a `model.generate.VLM` ready to caption.
+
+    With `--model auto`, a HumanVLM that cannot be loaded (no hub, too little memory) falls
+    back to the demo model, and the reason goes into the banner.
+    """
+    config = config or LoadConfig()
+    model_id, note = resolve_model(config)
+    if config.model != "auto" or model_id != HUMANVLM_ID:
+        return _load(config, model_id, note)
+    try:
+        return _load(config, model_id, note)
+    except Exception as exc:  # reported in the banner and the log, never swallowed silently
+        log.warning("HumanVLM could not be loaded, serving the demo model: %s", exc)
+        from model.demo import ensure_demo_model
+
+        reason = (f"HumanVLM was not loaded: {exc}. This is the untrained offline demo model "
+                  f"(captions are gibberish). Fix the cause and load HumanVLM with --model {HUMANVLM_ID}.")
+        return _load(replace(config, model="demo"), str(ensure_demo_model(_cache(config))), reason)
+
+
+def _load(config: LoadConfig, model_id: str, note: str):
     from transformers import AutoModelForImageTextToText, AutoProcessor
 
     from model.generate import VLM
     from model.prompts import FORMATS, detect_format
 
-    config = config or LoadConfig()
-    model_id, note = resolve_model(config)
     device = pick_device(config.device)
     dtype = pick_dtype(config.dtype, device)
     quant = pick_quant(config.quant, device, model_id)
