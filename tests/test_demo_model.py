@@ -168,3 +168,22 @@ def test_generation_stops_on_the_formats_end_token(astronaut):
     assert out.shape[1] - inputs["input_ids"].shape[1] == 1  # only the end token itself
     assert vlm.caption(astronaut, "hi", GenerationSettings(max_new_tokens=50)) == ""
     assert list(vlm.stream(astronaut, [("hi", None)], GenerationSettings(max_new_tokens=50))) == []
+
+
+def test_auto_falls_back_to_demo_when_humanvlm_fails_to_load(tmp_path, monkeypatch):
+    """Weights half on disk (an interrupted download): `auto` picks HumanVLM, fails, says why."""
+    import huggingface_hub.constants as hub
+
+    snapshot = tmp_path / "models--OpenFace-CQUPT--Human_LLaVA" / "snapshots" / ("0" * 40)
+    snapshot.mkdir(parents=True)
+    (snapshot / "config.json").write_text('{"model_type": "llava"}')
+    (tmp_path / "models--OpenFace-CQUPT--Human_LLaVA" / "refs").mkdir()
+    (tmp_path / "models--OpenFace-CQUPT--Human_LLaVA" / "refs" / "main").write_text("0" * 40)
+    monkeypatch.setattr(hub, "HF_HUB_CACHE", str(tmp_path))
+    vlm = load_model(LoadConfig(model="auto"))
+    assert vlm.info.is_demo and vlm.info.name == "demo"
+    assert vlm.info.note.startswith("HumanVLM was not loaded: ") and "not on disk" not in vlm.info.note
+    assert "--model OpenFace-CQUPT/Human_LLaVA" in vlm.info.note
+    # Asking for HumanVLM by name is not second-guessed: it fails loudly.
+    with pytest.raises(ModelLoadError):
+        load_model(LoadConfig(model="OpenFace-CQUPT/Human_LLaVA"))
