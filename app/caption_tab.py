@@ -67,15 +67,18 @@ def caption_photo(slot: ModelSlot, photo, preset, prompt, max_new_tokens, temper
         question = resolve_prompt(preset, prompt)
     except ValueError as exc:
         raise gr.Error(str(exc)) from None
-    session = new_session(photo)
     settings = _settings(max_new_tokens, temperature, top_p, repetition_penalty)
+    session = {**new_session(photo), "preset": "custom" if prompt and prompt.strip() else preset,
+               "settings": settings.as_dict()}
     text = ""
+    # Every update carries the session so far: Stop ends the generator between two updates,
+    # and the partial caption on screen must still be the turn that chat, regenerate and
+    # "Send to review" work from.
     for piece in _stream(slot, image, [(question, None)], settings):
         text += piece
+        session = {**session, "turns": [(question, text.strip())]}
         yield text, _messages([(question, text)]), session
-    session["turns"] = [(question, text.strip())]
-    session["preset"] = "custom" if prompt and prompt.strip() else preset
-    session["settings"] = settings.as_dict()
+    session = {**session, "turns": [(question, text.strip())]}
     yield text.strip(), _messages(session["turns"]), session
 
 
@@ -92,7 +95,8 @@ def chat(slot: ModelSlot, message, session, photo, max_new_tokens, temperature, 
     text = ""
     for piece in _stream(slot, image, turns, settings):
         text += piece
-        yield "", _messages([*turns[:-1], (message, text)]), session
+        partial_session = {**session, "turns": [*turns[:-1], (message, text.strip())]}  # kept if stopped
+        yield "", _messages([*turns[:-1], (message, text)]), partial_session
     session = {**session, "turns": [*turns[:-1], (message, text.strip())]}
     yield "", _messages(session["turns"]), session
 

@@ -76,7 +76,8 @@ def _send_to_review_handler(services: Services):
     def send_to_review(session: dict, caption: str, request: gr.Request):
         from annotate.drafts import enqueue_caption
 
-        if not session or not session.get("photo") or not (caption or "").strip():
+        # A caption typed by hand, with no model draft behind it, cannot be queued either.
+        if not session or not session.get("photo") or not session.get("turns") or not (caption or "").strip():
             raise gr.Error("Caption a photo first, then send the caption to review.")
         try:
             sender = getattr(request, "username", None) or "demo"

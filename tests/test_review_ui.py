@@ -146,6 +146,19 @@ def test_send_to_review_keeps_the_users_edit_as_a_revision(served):
     assert [r.reviewer for r in item.history] == ["demo"]
 
 
+def test_send_to_review_of_a_hand_typed_caption_says_caption_first(served):
+    """A photo uploaded and a caption typed by hand: no model draft, so a clear message."""
+    from gradio_client import handle_file
+
+    store, url = served
+    c = Client(url, verbose=False)
+    c.predict(handle_file(str(ASTRONAUT.parent / "camera.png")), api_name="/clear_chat")
+    before = store.counts()
+    with pytest.raises(Exception, match="Caption a photo first"):
+        c.predict("A man with a camera.", api_name="/send_to_review")
+    assert store.counts() == before
+
+
 def test_reviewer_is_the_logged_in_user_when_auth_is_on(tmp_path):
     store = Store(data_dir=tmp_path / "data")
     store.enqueue(ASTRONAUT, draft("A woman."))

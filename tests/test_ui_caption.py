@@ -84,3 +84,19 @@ def test_missing_photo_and_empty_question(client):
         c.predict(None, "brief", "", *SETTINGS, api_name="/caption")
     with pytest.raises(Exception, match="Type a question"):
         c.predict("  ", handle_file(str(ASTRONAUT)), *SETTINGS, api_name="/chat")
+
+
+def test_a_stopped_caption_is_the_turn_chat_and_review_work_from(client):
+    """Stop ends the handler between two streamed updates: the last session it sent must
+    already hold the partial caption, or Regenerate says "nothing yet" and Send to review fails."""
+    from app.caption_tab import caption_photo, regenerate
+
+    _, slot = client
+    updates = caption_photo(slot, str(ASTRONAUT), "brief", "", 64, 0.0, 0.9, 1.0)
+    for _ in range(3):
+        shown, _, session = next(updates)
+    updates.close()  # what Stop does to the generator
+    assert session["turns"] == [(session["turns"][0][0], shown.strip())] and shown.strip()
+    assert session["preset"] == "brief" and session["settings"]["max_new_tokens"] == 64
+    _, chat, _ = list(regenerate(slot, session, str(ASTRONAUT), 8, 0.0, 0.9, 1.0))[-1]
+    assert len(chat) == 2
