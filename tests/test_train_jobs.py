@@ -117,6 +117,19 @@ def test_a_failing_job_records_its_reason_and_the_runner_carries_on(queue, runne
     assert runner.wait(runner.start(QUICK, store=store).id, 300).status == "finished"
 
 
+def test_starting_with_nothing_approved_is_refused_at_once(tmp_path):
+    from annotate.store import Store
+    from train.errors import DataError
+
+    store = Store(f"sqlite:///{tmp_path / 'empty.db'}", tmp_path / "data")
+    runner = JobRunner(RunnerConfig(db_url=store.url, models_dir=tmp_path / "models"))
+    with pytest.raises(DataError, match="no approved corrections"):
+        runner.start(QUICK, store=store)
+    assert runner.list() == []  # no job that fails a second later
+    runner.close()
+    store.close()
+
+
 def test_runner_from_the_serve_arguments(tmp_path, monkeypatch):
     monkeypatch.delenv("HUMANVLM_MODELS_DIR", raising=False)
     args = argparse.Namespace(db=f"sqlite:///{tmp_path / 's.db'}", data_dir=str(tmp_path / "d"), model="demo",

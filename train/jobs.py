@@ -28,6 +28,8 @@ from train.jobstore import ACTIVE, Job, JobStore, utcnow
 from train.options import TrainOptions, resolve, to_argv
 from train.progress import failure_reason, read_progress, read_status
 
+NO_TRAIN_DATA = "no approved corrections with a photo in the train split yet: approve more in the Review tab first"
+
 log = logging.getLogger(__name__)
 
 REPO = Path(__file__).resolve().parent.parent
@@ -75,6 +77,8 @@ class JobRunner:
         options = TrainOptions(data=str(Path(data).resolve()) if data else "", out=str(out_dir), evaluate=True,
                                cache_dir=self.config.cache_dir, **settings)
         resolve(options, is_demo=True)  # refuse bad numbers now, not in the job's log
+        if data is None and not available_corrections(store, self.config.split)["train"]:
+            raise DataError(NO_TRAIN_DATA)  # now, not as a job that fails a second later
         with self._lock:
             job = self.jobs.create(asdict(options), str(out_dir), str(out_dir / "train.log"), options.data or None)
             out_dir.mkdir(parents=True, exist_ok=True)
@@ -130,8 +134,7 @@ class JobRunner:
         target = self.config.models_dir / "exports" / f"job-{job.id}"
         result = export(store, target, format=EXPORT_FORMAT, split=self.config.split)
         if not result.counts["train"]:
-            raise DataError("no approved corrections with a photo in the train split yet: approve more in the "
-                            "Review tab first")
+            raise DataError(NO_TRAIN_DATA)
         return str(target)
 
     def _spawn(self, job: Job) -> subprocess.Popen:
