@@ -18,6 +18,9 @@ from pathlib import Path
 
 from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.engine import make_url
+from sqlalchemy.exc import ArgumentError, NoSuchModuleError, OperationalError
+
+from annotate.errors import DatabaseUnavailable
 
 DB_URL_ENV = "HUMANVLM_DB_URL"
 DATA_DIR_ENV = "HUMANVLM_DATA_DIR"
@@ -52,6 +55,36 @@ def resolve_data_dir(data_dir: Path | str | None) -> Path:
 
 def resolve_url(url: str | None, data_dir: Path) -> str:
     return url or os.environ.get(DB_URL_ENV) or f"sqlite:///{data_dir / 'studio.db'}"
+
+
+def open_database(url: str, busy_timeout_ms: int = 30_000) -> Engine:
+    """The store's engine with its schema up to date; a URL that cannot be opened (typo,
+    driver not installed, server down, folder not writable) raises DatabaseUnavailable."""
+    try:
+        engine = create_store_engine(url, busy_timeout_ms)
+        migrate(engine)
+    except (ArgumentError, ImportError, OperationalError, OSError) as exc:
+        raise DatabaseUnavailable(f"cannot open the database {_shown(url)}: {_why(exc)}") from exc
+    return engine
+
+
+def _shown(url: str) -> str:
+    try:
+        return make_url(url).render_as_string(hide_password=True)
+    except ArgumentError:
+        return "given by --db / $" + DB_URL_ENV  # unparsable: do not echo what may hold a password
+
+
+def _why(exc: Exception) -> str:
+    if isinstance(exc, NoSuchModuleError):
+        return "unknown database type"
+    if isinstance(exc, ArgumentError):
+        return "not a database URL (e.g. sqlite:///data/studio.db or postgresql://user@host/db)"
+    if isinstance(exc, ImportError):
+        return f"its driver is not installed (pip install {exc.name})"
+    if isinstance(exc, OperationalError):
+        return str(exc.orig).strip().splitlines()[0]
+    return str(exc)
 
 
 def create_store_engine(url: str, busy_timeout_ms: int = 30_000) -> Engine:

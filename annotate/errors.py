@@ -66,3 +66,7 @@ class FetchRefused(QueueError):
 
 class ExportFailed(QueueError):
     """An export that could not be written; the previous export is left as it was."""
+
+
+class DatabaseUnavailable(QueueError):
+    """The database URL cannot be opened (not a URL, driver missing, server down, not writable)."""

@@ -29,7 +29,7 @@ from sqlalchemy.exc import IntegrityError
 from annotate import bulk, views
 from annotate.blobs import ImageFiles, prepare_image, url_identity
 from annotate.checks import check_caption, check_draft, check_fields, check_name, from_json, jsonable
-from annotate.db import create_store_engine, migrate, resolve_data_dir, resolve_url, write_engine
+from annotate.db import open_database, resolve_data_dir, resolve_url, write_engine
 from annotate.errors import (
     ClaimedByOther,
     ConflictError,
@@ -82,13 +82,12 @@ class Store:
                  lease_seconds: float = 600, busy_timeout_ms: int = 30_000, clock=utcnow):
         self.data_dir = resolve_data_dir(data_dir)
         self.url = resolve_url(url, self.data_dir)
-        self.engine = create_store_engine(self.url, busy_timeout_ms)
+        self.engine = open_database(self.url, busy_timeout_ms)
         self.files = ImageFiles(self.data_dir)
         self.lease_seconds = lease_seconds
         self._clock = clock
         self._durable = write_engine(self.engine, "durable")
         self._lease = write_engine(self.engine, "lease")
-        migrate(self.engine)
 
     def __repr__(self) -> str:
         return f"Store({make_url(self.url).render_as_string(hide_password=True)!r})"

@@ -95,6 +95,19 @@ def test_errors_exit_2_with_one_line(db, tmp_path):
     assert run_app("queue").returncode == 2  # an action is required
 
 
+def test_a_database_url_that_cannot_be_opened_is_one_line(tmp_path):
+    data = ["--data-dir", str(tmp_path / "data")]
+    cases = {"not-a-url": ("not a database URL",), "nosuchdb://x": ("unknown database type",),
+             "postgresql://me:s3cret@127.0.0.1:1/q": ("driver is not installed", "refused"),  # no server on port 1
+             f"sqlite:///{tmp_path / 'a-file'}/studio.db": ("cannot open",)}
+    (tmp_path / "a-file").write_text("a file where a folder should be")
+    for url, reasons in cases.items():
+        result = run_app("queue", "stats", "--db", url, *data)
+        assert result.returncode == 2 and any(r in result.stderr for r in reasons), result.stderr
+        assert result.stderr.startswith("error: cannot open the database") and len(result.stderr.splitlines()) == 1
+        assert "s3cret" not in result.stderr
+
+
 def test_database_url_from_the_environment(tmp_path, hq_file):
     env = {"HUMANVLM_DB_URL": f"sqlite:///{tmp_path / 'env.db'}", "HUMANVLM_DATA_DIR": str(tmp_path / "envdata")}
     assert run_app("queue", "import", str(hq_file), env=env).returncode == 0
