@@ -25,7 +25,7 @@ def register(subparsers) -> None:
     group.add_argument("--preset", choices=list(PRESETS), default="detailed", help="caption preset (default detailed)")
     group.add_argument("--prompt", help="free-text prompt instead of a preset")
     p.add_argument("--json", action="store_true", help="one JSON object per line: path, caption, model, preset, seconds")
-    p.add_argument("--batch-size", type=int, default=8, help="images per generate call (default 8)")
+    p.add_argument("--batch-size", type=_positive_int, default=8, help="images per generate call (default 8)")
     add_model_arguments(p)
     add_generation_arguments(p)
     p.set_defaults(func=run_caption)
@@ -34,6 +34,16 @@ def register(subparsers) -> None:
                               description="Build the tiny untrained demo model (HumanVLM's architecture) from a fixed seed.")
     d.add_argument("out", metavar="DIR", help="folder to write the checkpoint to")
     d.set_defaults(func=run_make_demo)
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, not {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, not {value}")
+    return value
 
 
 def add_generation_arguments(parser: argparse.ArgumentParser) -> None:
@@ -65,8 +75,6 @@ def run_caption(args) -> int:
     from model.loader import load_model
     from model.prompts import resolve_prompt
 
-    if args.batch_size < 1:
-        raise ValueError("--batch-size must be at least 1")
     prompt = resolve_prompt(args.preset, args.prompt)
     preset = "custom" if args.prompt else args.preset
     paths = expand_paths(args.paths)

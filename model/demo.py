@@ -90,11 +90,26 @@ def ensure_demo_model(cache_dir: Path | None = None) -> Path:
     return target
 
 
+class DemoModelError(RuntimeError):
+    """The demo model cannot be written where asked."""
+
+    user_facing = True
+
+
 def build_demo_model(out_dir: str | Path, spec: DemoSpec = DemoSpec()) -> Path:
-    """Build the demo checkpoint into `out_dir` (atomically: a temp folder renamed at the end)."""
+    """Build the demo checkpoint into `out_dir` (atomically: a temp folder renamed at the end).
+
+    An existing `out_dir` is replaced only when it is empty or an earlier demo model: it is
+    never someone's folder of other files."""
     out_dir = Path(out_dir)
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=".demo-build-", dir=out_dir.parent))
+    if out_dir.exists() and not (out_dir / "demo_spec.json").is_file() and (
+            not out_dir.is_dir() or any(out_dir.iterdir())):
+        raise DemoModelError(f"{out_dir} exists and is not a demo model; choose a new or empty folder")
+    try:
+        out_dir.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=".demo-build-", dir=out_dir.parent))
+    except OSError as exc:
+        raise DemoModelError(f"cannot write the demo model to {out_dir}: {exc.strerror or exc}") from exc
     try:
         tokenizer = _build_tokenizer(spec)
         model = _build_model(spec, tokenizer)

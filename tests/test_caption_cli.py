@@ -64,6 +64,16 @@ def test_usage_errors_are_clean():
     assert result.returncode == 2
     assert result.stderr.strip().splitlines()[-1].startswith("error: could not load /nonexistent/model")
     assert "Traceback" not in result.stderr
+    result = run_app("caption", str(ASTRONAUT), "--batch-size", "0")
+    assert result.returncode == 2 and "--batch-size: must be at least 1" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_make_demo_model_refuses_a_folder_of_other_files(tmp_path):
+    (tmp_path / "notes.txt").write_text("keep me")
+    result = run_app("make-demo-model", str(tmp_path))
+    assert result.returncode == 2 and result.stderr.strip() == f"error: {tmp_path} exists and is not a demo model; choose a new or empty folder"
+    assert (tmp_path / "notes.txt").read_text() == "keep me"
 
 
 def test_help_lists_every_command():

@@ -36,6 +36,20 @@ def test_build_is_small_deterministic_and_huamnvlm_shaped(tmp_path):
     assert image_proc["image_mean"] == [0.5, 0.5, 0.5] and image_proc["image_std"] == [0.5, 0.5, 0.5]
 
 
+def test_build_never_replaces_a_folder_of_other_files(tmp_path):
+    from model.demo import DemoModelError
+
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "thesis.txt").write_text("keep me")
+    with pytest.raises(DemoModelError, match="not a demo model"):
+        build_demo_model(mine)
+    assert (mine / "thesis.txt").read_text() == "keep me"
+    (tmp_path / "empty").mkdir()
+    again = build_demo_model(build_demo_model(tmp_path / "empty"))  # empty, then an earlier demo model
+    assert (again / "config.json").is_file()
+
+
 def test_loads_through_the_humanvlm_path(demo_vlm):
     info = demo_vlm.info
     assert info.is_demo and info.name == "demo"
