@@ -188,7 +188,7 @@ def run_export(store, fmt, status, blur, split, progress=gr.Progress()):
 def build_review_tab(services) -> str:
     """Lay out the Review and Export tabs; returns JavaScript to run on page load (shortcuts)."""
     store, auth = services.store, services.auth_enabled
-    with gr.Tab("Review", id="review"):
+    with gr.Tab("Review", id="review") as review_tab:
         # Inside the tab: a component directly under gr.Tabs() breaks the tab buttons.
         state = gr.State(dict(EMPTY))
         with gr.Row():
@@ -235,6 +235,11 @@ def build_review_tab(services) -> str:
     def on_undo(name: str, request: gr.Request):
         return undo(store, auth, name, request)
 
+    def on_open(name: str, request: gr.Request):  # the queue's counts before the first claim
+        signed = request.username if auth and getattr(request, "username", None) else (name or "").strip()
+        return _counts_md(store, signed or None)
+
+    review_tab.select(on_open, [name], [counts], api_name=False)
     claim_btn.click(on_claim, [name], view, api_name="claim_next")
     for button, action in ((approve_btn, "approve"), (reject_btn, "reject"), (skip_btn, "skip")):
         button.click(on_decide(action), inputs, view, api_name=action)

@@ -25,6 +25,7 @@ def test_claim_edit_approve_with_keyboard(served, artifacts_dir):
     with browser_page() as page:
         page.goto(url)
         page.get_by_role("tab", name="Review").click()
+        page.locator("#queue-counts").get_by_text("pending: 1").wait_for(timeout=10_000)  # before any claim
         page.locator("#reviewer input, #reviewer textarea").first.fill("dana")
         page.keyboard.press("Alt+N")  # claim next
         draft = page.locator("#draft textarea")
