@@ -65,9 +65,11 @@ class ExportResult:
     faces_blurred: int = 0
     skipped_without_image: int = 0
     item_ids: dict[str, list[int]] = field(default_factory=lambda: {s: [] for s in SPLITS})
+    blur_faces: bool = False
 
     def summary(self) -> str:
-        faces = f", {self.faces_blurred} faces blurred" if self.faces_blurred else ""
+        # Asked to blur and none found is worth saying: the reviewer should look before sharing.
+        faces = f", {self.faces_blurred} faces blurred" if self.blur_faces or self.faces_blurred else ""
         return (f"{self.out_dir}: {self.counts['train']} train + {self.counts['heldout']} held-out "
                 f"rows ({self.format}), {self.images_written} images{faces}")
 
@@ -83,7 +85,7 @@ def export(store: Store, out_dir: str | Path, format: str = "humancaptionhq", st
     """Write items of `status` to `out_dir`; `progress(rows)` is called after each chunk."""
     _check(format, status, split)
     out_dir = Path(out_dir).resolve()
-    result = ExportResult(out_dir, format)
+    result = ExportResult(out_dir, format, blur_faces=blur_faces)
     try:
         with staged_folder(out_dir, _is_replaceable) as staged:
             writer = _Writer(staged, format, split, blur_faces, store, result)

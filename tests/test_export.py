@@ -223,8 +223,16 @@ def test_blur_faces_changes_the_face_and_nothing_else(store, tmp_path):
     face_center = (y + h // 2, x + w // 2)
     assert 100 < face_center[0] < 250 and 150 < face_center[1] < 300  # the astronaut's face
     assert np.array_equal(original[~inside], blurred[~inside])  # the rest is untouched (PNG)
+    assert f"{result.faces_blurred} faces blurred" in result.summary()
     plain = export(store, tmp_path / "plain", format="llava", split=1.0)
-    assert plain.faces_blurred == 0
+    assert plain.faces_blurred == 0 and "blurred" not in plain.summary()
+
+
+def test_blur_that_finds_no_face_says_so(store, tmp_path):
+    store.enqueue(Image.new("RGB", (64, 64), "teal"), Draft("demo", "v1", "a teal square"))
+    review_all(store)
+    result = export(store, tmp_path / "out", format="llava", blur_faces=True, split=1.0)
+    assert result.summary().endswith("1 images, 0 faces blurred")
 
 
 def test_empty_export_is_valid(store, tmp_path):
