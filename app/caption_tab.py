@@ -174,7 +174,8 @@ def build_caption_tab(slot: ModelSlot, on_send_to_review=None) -> dict:
                                   api_name="regenerate", **gpu)
     stop_btn.click(None, cancels=[cap_event, chat_event, regen_event])
     clear_btn.click(clear_chat, [photo], [chatbot, session, message], api_name="clear_chat")
-    photo.change(clear_chat, [photo], [chatbot, session, message], api_name=False)
+    # A new photo starts afresh: the caption on screen described the old one.
+    photo.change(lambda p: (*clear_chat(p), ""), [photo], [chatbot, session, message, caption], api_name=False)
     if on_send_to_review is not None:
         review_btn.click(on_send_to_review, [session, caption], [], api_name="send_to_review")
     else:

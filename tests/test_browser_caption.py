@@ -34,3 +34,7 @@ def test_upload_caption_and_chat_in_chromium(app_url, artifacts_dir):
             "() => document.querySelectorAll('#chatbot .message').length >= 4", timeout=60_000)
         page.screenshot(path=str(artifacts_dir / "caption-tab.png"), full_page=True)
         assert "Traceback" not in page.content()
+        # Another photo: the old photo's caption and chat go, so nothing stale is sent to review.
+        page.locator("#photo input[type=file]").set_input_files(str(ASTRONAUT.parent / "camera.png"))
+        page.wait_for_function("el => el.value === ''", arg=caption.element_handle(), timeout=30_000)
+        assert page.locator("#chatbot .message").count() == 0
