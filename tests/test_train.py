@@ -203,3 +203,9 @@ def test_compare_captions_one_photo_with_two_versions(shapes, proof):
                                                      GenerationSettings(max_new_tokens=32))
     assert base_caption != trained_caption
     assert slot.get() is serving  # the serving model was reused, not replaced
+
+
+def test_eval_checks_the_data_before_loading_the_model(tmp_path):
+    """A wrong --data is reported at once: with HumanVLM, loading first would cost minutes."""
+    result = app_py("eval", "--model", str(tmp_path / "no-model"), "--data", str(tmp_path / "no-export"), check=False)
+    assert result.returncode == 2 and "no export folder" in result.stderr and "could not load" not in result.stderr

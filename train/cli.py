@@ -79,10 +79,11 @@ def _scores(run: dict | None) -> dict | None:
 
 def run_eval(args) -> int:
     from model.loader import config_from_args, load_model
-    from train.evaluate import default_save_path, evaluate, save_result
+    from train.evaluate import default_save_path, eval_examples, evaluate, save_result
 
     _logging()
     options = from_args(EvalOptions, args)
+    eval_examples(options)  # a wrong --data fails now, not after loading a 17 GB model
     config = config_from_args(args)
     vlm = load_model(config)
     result = evaluate(vlm, options)

@@ -20,6 +20,17 @@ EVAL_FILE = "eval.json"
 SAMPLES_KEPT = 8  # per run, for a quick look at what the model wrote
 
 
+def eval_examples(options: EvalOptions) -> tuple[ExportData, list]:
+    """The export and its examples to caption; cheap, so callers check them before loading a model."""
+    data = ExportData(options.data)
+    examples = data.split(options.split)[: options.limit]
+    if not examples:
+        raise DataError(f"the {options.split} split of {data.folder} has no items with images to evaluate on")
+    if options.batch_size < 1:
+        raise DataError("--batch-size must be at least 1")
+    return data, examples
+
+
 def evaluate(vlm, options: EvalOptions, progress=None) -> dict:
     """Caption the split with `vlm` (a loaded model.generate.VLM); returns the result record."""
     from model.generate import GenerationSettings
@@ -28,12 +39,7 @@ def evaluate(vlm, options: EvalOptions, progress=None) -> dict:
     from train.metrics import caption_metrics
     from train.versions import is_demo_family
 
-    data = ExportData(options.data)
-    examples = data.split(options.split)[: options.limit]
-    if not examples:
-        raise DataError(f"the {options.split} split of {data.folder} has no items with images to evaluate on")
-    if options.batch_size < 1:
-        raise DataError("--batch-size must be at least 1")
+    data, examples = eval_examples(options)
     defaults = DEMO_DEFAULTS if is_demo_family(vlm) else HUMANVLM_DEFAULTS
     settings = GenerationSettings(max_new_tokens=options.max_new_tokens or defaults.eval_max_new_tokens)
     began, captions = time.perf_counter(), []
