@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import logging
 import os
 import sys
@@ -25,7 +26,7 @@ def register(subparsers) -> None:
                    help="address to bind (default 127.0.0.1; $GRADIO_SERVER_NAME, set by Hugging Face Spaces, wins)")
     p.add_argument("--port", type=int, default=int(os.environ.get("GRADIO_SERVER_PORT", ServeOptions.port)),
                    help="port (default 7860)")
-    p.add_argument("--auth", default=os.environ.get("HUMANVLM_AUTH"),
+    p.add_argument("--auth", type=parse_auth, default=os.environ.get("HUMANVLM_AUTH"),
                    help="log-in as 'user:password[,user2:password2]' (or $HUMANVLM_AUTH); reviewers are named by their log-in")
     p.add_argument("--no-store", action="store_true", help="serve the Caption & Chat tab only, without the review queue")
     _add_store_arguments(p)
@@ -47,8 +48,8 @@ def parse_auth(spec: str | None) -> list[tuple[str, str]] | None:
     pairs = []
     for entry in spec.split(","):
         user, sep, password = entry.strip().partition(":")
-        if not sep or not user or not password:
-            raise ValueError("--auth takes 'user:password' pairs separated by commas")
+        if not sep or not user or not password:  # argparse turns this into a usage error, exit 2
+            raise argparse.ArgumentTypeError("takes 'user:password' pairs separated by commas")
         pairs.append((user, password))
     return pairs
 
@@ -65,7 +66,7 @@ def run_serve(args) -> int:
     from app.ui import Services, build_app
     from model.slot import ModelSlot
 
-    auth = parse_auth(args.auth)
+    auth = args.auth  # parsed by argparse (parse_auth), $HUMANVLM_AUTH included
     slot = ModelSlot(config_from_args(args))
     vlm = slot.get()  # load before serving: the first visitor should not wait for it
     print(f"Model: {vlm.info.describe()}", file=sys.stderr)

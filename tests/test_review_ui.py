@@ -171,3 +171,16 @@ def test_reviewer_is_the_logged_in_user_when_auth_is_on(tmp_path):
     item = store.get_item(1)
     assert item.decided_by == "frank" and [r.reviewer for r in item.history] == ["frank"]
     store.close()
+
+
+def test_a_malformed_auth_option_is_a_usage_error(capsys, monkeypatch):
+    from app.cli import build_parser
+
+    assert build_parser().parse_args(["serve", "--auth", "ann:pw,bo:x"]).auth == [("ann", "pw"), ("bo", "x")]
+    for bad in ("alice", "alice:", ":pw"):
+        with pytest.raises(SystemExit) as stop:
+            build_parser().parse_args(["serve", "--auth", bad])
+        assert stop.value.code == 2 and "user:password" in capsys.readouterr().err
+    monkeypatch.setenv("HUMANVLM_AUTH", "carol")  # the environment variable is checked the same way
+    with pytest.raises(SystemExit):
+        build_parser().parse_args(["serve"])
