@@ -71,7 +71,7 @@ class ExportResult:
         # Asked to blur and none found is worth saying: the reviewer should look before sharing.
         faces = f", {self.faces_blurred} faces blurred" if self.blur_faces or self.faces_blurred else ""
         return (f"{self.out_dir}: {self.counts['train']} train + {self.counts['heldout']} held-out "
-                f"rows ({self.format}), {self.images_written} images{faces}")
+                f"rows ({self.format}), {self.images_written} image{'' if self.images_written == 1 else 's'}{faces}")
 
 
 def split_of(sha256: str, split: float) -> str:

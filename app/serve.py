@@ -75,9 +75,17 @@ def run_serve(args) -> int:
     services = Services(slot=slot, store=_open_store(args), jobs=_job_runner(args), auth_enabled=bool(auth))
     app = build_app(services)
     app.queue(default_concurrency_limit=4)
-    app.launch(server_name=args.host, server_port=args.port, auth=auth, show_error=False,
-               allowed_paths=[], footer_links=["api"], prevent_thread_lock=getattr(args, "prevent_thread_lock", False))
+    try:
+        app.launch(server_name=args.host, server_port=args.port, auth=auth, show_error=False,
+                   allowed_paths=[], footer_links=["api"],
+                   prevent_thread_lock=getattr(args, "prevent_thread_lock", False))
+    except OSError as exc:  # typically the port is taken
+        raise ServeError(f"cannot serve on {args.host}:{args.port}: {exc}; choose another with --port") from exc
     return 0
+
+
+class ServeError(RuntimeError):
+    user_facing = True
 
 
 def _open_store(args):

@@ -81,3 +81,17 @@ def test_help_lists_every_command():
     assert result.returncode == 0
     for command in ("serve", "caption", "make-demo-model"):
         assert command in result.stdout
+
+
+def test_a_busy_port_is_one_clear_line():
+    import socket
+
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        result = run_app("--port", str(port), "--no-store")
+    assert result.returncode == 2
+    last = result.stderr.strip().splitlines()[-1]
+    assert last.startswith(f"error: cannot serve on 127.0.0.1:{port}") and "--port" in last
+    assert "Traceback" not in result.stderr

@@ -232,7 +232,7 @@ def test_blur_that_finds_no_face_says_so(store, tmp_path):
     store.enqueue(Image.new("RGB", (64, 64), "teal"), Draft("demo", "v1", "a teal square"))
     review_all(store)
     result = export(store, tmp_path / "out", format="llava", blur_faces=True, split=1.0)
-    assert result.summary().endswith("1 images, 0 faces blurred")
+    assert result.summary().endswith("1 image, 0 faces blurred")
 
 
 def test_empty_export_is_valid(store, tmp_path):

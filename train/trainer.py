@@ -17,6 +17,7 @@ import math
 import shutil
 import sys
 import time
+import warnings
 from pathlib import Path
 
 from train.data import ExportData, to_dataset
@@ -38,6 +39,8 @@ def train(options: TrainOptions) -> Path:
     """Fine-tune `options.base` on the export's train split; returns the output folder."""
     from accelerate import PartialState
 
+    # transformers' Trainer calls its own deprecated property every run: noise in the job log.
+    warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*", category=FutureWarning)
     state = PartialState()  # under `accelerate launch`: this process's rank and GPU
     out = Path(options.out).resolve()
     _check_out_dir(out, options.resume)
