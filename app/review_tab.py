@@ -156,6 +156,23 @@ def undo(store, auth_enabled, name, request: gr.Request):
     return _view(store, item, reviewer, note="last action undone")
 
 
+def return_skipped(store, auth_enabled, name, request: gr.Request):
+    """Put every skipped item back in the queue (skipping parks an item until then)."""
+    reviewer = _reviewer(name, request, auth_enabled)
+    skipped = [item.id for item in _all_items(store, "skipped")]
+    for item_id in skipped:
+        store.reassign(item_id)
+    gr.Info(f"{len(skipped)} skipped item{'' if len(skipped) == 1 else 's'} back in the queue.")
+    return _counts_md(store, reviewer)
+
+
+def _all_items(store, status: str, page: int = 500):
+    after = 0
+    while batch := store.list_items(status=status, limit=page, after_id=after):
+        yield from batch
+        after = batch[-1].id
+
+
 def live_diff(draft: str, caption: str):
     return word_diff(draft, caption)
 
@@ -195,7 +212,8 @@ def build_review_tab(services) -> str:
             name = gr.Textbox(label="Reviewer", placeholder="your name", scale=1, visible=not auth, elem_id="reviewer")
             counts = gr.Markdown(elem_id="queue-counts")
         with gr.Row():
-            claim_btn = gr.Button(_label("Claim next", "claim-btn"), variant="primary", elem_id="claim-btn")
+            claim_btn = gr.Button(_label("Claim next", "claim-btn"), variant="primary", elem_id="claim-btn", scale=3)
+            unskip_btn = gr.Button("Return skipped items to the queue", elem_id="unskip-btn", scale=1)
         status = gr.Markdown(elem_id="item-status")
         with gr.Row():
             with gr.Column(scale=5):
@@ -239,7 +257,11 @@ def build_review_tab(services) -> str:
         signed = request.username if auth and getattr(request, "username", None) else (name or "").strip()
         return _counts_md(store, signed or None)
 
+    def on_return_skipped(name: str, request: gr.Request):
+        return return_skipped(store, auth, name, request)
+
     review_tab.select(on_open, [name], [counts], api_name=False)
+    unskip_btn.click(on_return_skipped, [name], [counts], api_name="return_skipped")
     claim_btn.click(on_claim, [name], view, api_name="claim_next")
     for button, action in ((approve_btn, "approve"), (reject_btn, "reject"), (skip_btn, "skip")):
         button.click(on_decide(action), inputs, view, api_name=action)

@@ -106,6 +106,10 @@ def test_empty_queue_says_so(served):
     view = fields(c.predict("erin", api_name="/claim_next"))
     assert "Nothing left to review" in view["status"] and view["photo"] is None
     assert store.counts()["skipped"] == 3
+    # Skipped items come back on request, and can be claimed again.
+    counts = c.predict("erin", api_name="/return_skipped")
+    assert "pending: **3**" in counts and store.counts()["skipped"] == 0
+    assert "Item **" in fields(c.predict("erin", api_name="/claim_next"))["status"]
 
 
 def test_reviewer_name_is_required(served):
