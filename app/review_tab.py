@@ -139,20 +139,36 @@ def decide(store, auth_enabled, action, state, name, caption, face, body, act, b
     except Exception as exc:
         if getattr(exc, "user_facing", False):
             gr.Warning(str(exc))
-            return _view(store, store.get_item(item_id), reviewer, note="reloaded: see the warning")
+            return _keep_typed(_view(store, store.get_item(item_id), reviewer, note="reloaded: see the warning"),
+                               caption, [face, body, act, background])
         raise
+
+
+def _keep_typed(view: tuple, caption: str, fields: list[str]) -> tuple:
+    """The reloaded item, with what the reviewer typed still in the boxes: nothing is lost."""
+    view = list(view)
+    view[3], view[4:4 + len(FIELDS)] = caption, fields  # caption box, structured fields
+    view[4 + len(FIELDS)] = word_diff(view[2], caption)  # diff against the draft
+    return tuple(view)
 
 
 def action_past(action: str) -> str:
     return {"approve": "approved", "reject": "rejected", "skip": "skipped"}[action]
 
 
-def undo(store, auth_enabled, name, request: gr.Request):
+def undo(store, auth_enabled, state, name, request: gr.Request):
+    """Undo the reviewer's last decision; the item claimed after it goes back to the queue,
+    so the reviewer holds one claim, the item brought back."""
     reviewer = _reviewer(name, request, auth_enabled)
     try:
         item = store.undo_last(reviewer)
     except Exception as exc:
         raise _user_error(exc) from None
+    shown = (state or {}).get("item_id")
+    if shown is not None and shown != item.id:
+        current = store.get_item(shown)
+        if current.status == "in_review" and current.claimed_by == reviewer:
+            store.release(shown, reviewer)
     return _view(store, item, reviewer, note="last action undone")
 
 
@@ -250,8 +266,8 @@ def build_review_tab(services) -> str:
             return decide(store, auth, action, state, name, caption, face, body, act, background, reason, request)
         return handler
 
-    def on_undo(name: str, request: gr.Request):
-        return undo(store, auth, name, request)
+    def on_undo(state: dict, name: str, request: gr.Request):
+        return undo(store, auth, state, name, request)
 
     def on_open(name: str, request: gr.Request):  # the queue's counts before the first claim
         signed = request.username if auth and getattr(request, "username", None) else (name or "").strip()
@@ -265,7 +281,7 @@ def build_review_tab(services) -> str:
     claim_btn.click(on_claim, [name], view, api_name="claim_next")
     for button, action in ((approve_btn, "approve"), (reject_btn, "reject"), (skip_btn, "skip")):
         button.click(on_decide(action), inputs, view, api_name=action)
-    undo_btn.click(on_undo, [name], view, api_name="undo")
+    undo_btn.click(on_undo, [state, name], view, api_name="undo")
     caption.change(live_diff, [draft, caption], [diff], api_name=False, show_progress="hidden", trigger_mode="always_last")
     _build_export_tab(store)
     return SHORTCUT_JS

@@ -61,6 +61,9 @@ def test_reject_needs_a_reason_and_undo_restores(served):
     assert rejected.status == "rejected" and rejected.reject_reason == "not a photo of a person"
     undone = fields(bob.predict("bob", api_name="/undo"))
     assert "Item **1**" in undone["status"] and store.get_item(1).status != "rejected"
+    # The item claimed after the reject went back to the queue: bob holds one claim.
+    held = [i for i in store.list_items(status="in_review") if i.claimed_by == "bob"]
+    assert [i.id for i in held] == [1]
 
 
 def test_two_reviewers_never_share_an_item_and_stale_saves_are_refused(served):
@@ -188,3 +191,13 @@ def test_a_malformed_auth_option_is_a_usage_error(capsys, monkeypatch):
     monkeypatch.setenv("HUMANVLM_AUTH", "carol")  # the environment variable is checked the same way
     with pytest.raises(SystemExit):
         build_parser().parse_args(["serve"])
+
+
+def test_a_refused_approve_keeps_what_the_reviewer_typed(served):
+    store, url = served
+    c = Client(url, verbose=False)
+    c.predict("gina", api_name="/claim_next")
+    view = fields(c.predict("gina", "   ", "young", "orange suit", "", "", "", api_name="/approve"))
+    assert "reloaded" in view["status"]
+    assert (view["face"], view["body"]) == ("young", "orange suit")  # nothing typed is lost
+    assert store.get_item(1).status == "in_review"
