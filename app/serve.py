@@ -62,6 +62,7 @@ def _no_network_at_start() -> None:
 
 def run_serve(args) -> int:
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    logging.getLogger("alembic").setLevel(logging.WARNING)  # migration chatter at every start
     _no_network_at_start()
     from app.ui import Services, build_app
     from model.slot import ModelSlot
