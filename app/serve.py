@@ -8,6 +8,7 @@ import os
 import sys
 from dataclasses import dataclass
 
+from annotate.cli import add_store_arguments
 from model.loader import add_model_arguments, config_from_args
 
 log = logging.getLogger(__name__)
@@ -28,18 +29,10 @@ def register(subparsers) -> None:
                    help="port (default 7860)")
     p.add_argument("--auth", type=parse_auth, default=os.environ.get("HUMANVLM_AUTH"),
                    help="log-in as 'user:password[,user2:password2]' (or $HUMANVLM_AUTH); reviewers are named by their log-in")
-    p.add_argument("--no-store", action="store_true", help="serve the Caption & Chat tab only, without the review queue")
-    _add_store_arguments(p)
+    p.add_argument("--no-store", action="store_true", help="serve the Caption & Chat tab only, without the review queue and training")
+    add_store_arguments(p)
     add_model_arguments(p)
     p.set_defaults(func=run_serve)
-
-
-def _add_store_arguments(parser) -> None:
-    try:
-        from annotate.cli import add_store_arguments
-    except ModuleNotFoundError:
-        return
-    add_store_arguments(parser)
 
 
 def parse_auth(spec: str | None) -> list[tuple[str, str]] | None:
@@ -90,18 +83,12 @@ class ServeError(RuntimeError):
 
 
 def _open_store(args):
-    if args.no_store:
-        return None
-    try:
-        from annotate.cli import open_store
-    except ModuleNotFoundError:
-        return None
-    return open_store(args)
+    from annotate.cli import open_store
+
+    return None if args.no_store else open_store(args)
 
 
 def _job_runner(args):
-    try:
-        from train.jobs import runner_from_args
-    except ModuleNotFoundError:
-        return None
-    return runner_from_args(args)
+    from train.jobs import runner_from_args
+
+    return None if args.no_store else runner_from_args(args)  # jobs live in the store's database

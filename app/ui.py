@@ -54,21 +54,13 @@ def _optional_tabs(services: Services) -> list[str]:
     """
     page_js: list[str] = []
     if services.store is not None:
-        try:
-            from app.review_tab import build_review_tab
-        except ModuleNotFoundError as exc:
-            if exc.name != "app.review_tab":
-                raise
-        else:
-            page_js.append(build_review_tab(services))
+        from app.review_tab import build_review_tab
+
+        page_js.append(build_review_tab(services))
     if services.jobs is not None:
-        try:
-            from app.train_tab import build_train_tabs
-        except ModuleNotFoundError as exc:
-            if exc.name != "app.train_tab":
-                raise
-        else:
-            build_train_tabs(services)
+        from app.train_tab import build_train_tabs
+
+        build_train_tabs(services)
     return page_js
 
 

@@ -5,6 +5,8 @@ for the session (exercising build-on-first-use), and the data folder is a tempor
 """
 
 import os
+import subprocess
+import sys
 import tempfile
 from contextlib import contextmanager
 from pathlib import Path
@@ -23,6 +25,12 @@ from tests.labelstudio_server import labelstudio_server  # noqa: E402,F401  (ses
 REPO = Path(__file__).resolve().parent.parent
 ASTRONAUT = REPO / "static" / "examples" / "astronaut.png"
 ARTIFACTS = REPO / "test-artifacts"
+
+
+def run_app(*args, env: dict | None = None, timeout: float = 300) -> subprocess.CompletedProcess:
+    """`python app.py ARGS...` as a user would run it, from the repository root."""
+    return subprocess.run([sys.executable, "app.py", *args], cwd=REPO, capture_output=True, text=True,
+                          timeout=timeout, env={**os.environ, **(env or {})})
 
 
 @pytest.fixture(scope="session")

@@ -2,17 +2,10 @@
 
 import json
 import os
-import subprocess
-import sys
 
 from PIL import Image
 
-from tests.conftest import ASTRONAUT, REPO
-
-
-def run_app(*args, **kwargs) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "app.py", *args], cwd=REPO, capture_output=True, text=True,
-                          timeout=300, env=os.environ.copy(), **kwargs)
+from tests.conftest import ASTRONAUT, run_app
 
 
 def test_captions_files_and_folders_as_json_lines(tmp_path):

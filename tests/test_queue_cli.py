@@ -1,24 +1,16 @@
 """The queue and export commands through `python app.py ...` subprocesses."""
 
 import json
-import os
 import shutil
-import subprocess
-import sys
 
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
 from annotate.store import Store
-from tests.conftest import ASTRONAUT, REPO
+from tests.conftest import ASTRONAUT, REPO, run_app
 
 TURN = pa.struct([("from", pa.string()), ("value", pa.string())])
-
-
-def run_app(*args, env=None) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "app.py", *args], cwd=REPO, capture_output=True, text=True,
-                          timeout=300, env={**os.environ, **(env or {})})
 
 
 @pytest.fixture
