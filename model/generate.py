@@ -115,6 +115,8 @@ class VLM:
         self.prompt_format = prompt_format
         self.info = info
         self._lock = threading.Lock()  # one generation at a time on one model
+        # Pixels go in at the vision tower's precision (kept unquantized in 4/8-bit).
+        self._pixel_dtype = next(p.dtype for p in model.parameters() if p.is_floating_point())
         tok = processor.tokenizer
         stop = tok.convert_tokens_to_ids(prompt_format.stop_token) if prompt_format.stop_token else tok.eos_token_id
         extra = model.generation_config.eos_token_id
@@ -127,8 +129,7 @@ class VLM:
 
     def _inputs(self, images: list, texts: list[str]):
         batch = self.processor(images=images, text=texts, padding=True, return_tensors="pt")
-        dtype = next(p.dtype for p in self.model.parameters() if p.is_floating_point())
-        batch["pixel_values"] = batch["pixel_values"].to(dtype if dtype.is_floating_point else None)
+        batch["pixel_values"] = batch["pixel_values"].to(self._pixel_dtype)
         return batch.to(self.model.device)
 
     def _gen_kwargs(self, settings: GenerationSettings | None) -> dict:
