@@ -1,7 +1,8 @@
 """Training jobs in the database: the `training_jobs` table and its reads and writes.
 
-The table lives in the review queue's database (same URL) but belongs to train/: it is created
-idempotently here (`create_all` with checkfirst) and never touches the queue's migrations.
+The table lives in the review queue's database (same URL) and belongs to train/; its schema
+changes only through the queue's Alembic migrations (0003 created it), run on every open, so
+a restored older database upgrades cleanly. Keep `JobRow` and the migrations in agreement.
 Writes are single transactions that begin as writes (BEGIN IMMEDIATE on SQLite), so "is a job
 active? if not, insert one" is atomic even between two app processes on one database.
 """
@@ -100,11 +101,10 @@ class JobStore:
     """CRUD for training jobs on one database URL."""
 
     def __init__(self, url: str):
-        from annotate.db import create_store_engine, write_engine
+        from annotate.db import open_database, write_engine
 
-        self.engine = create_store_engine(url)
+        self.engine = open_database(url)  # migrated to the newest schema, training_jobs included
         self._write_engine = write_engine(self.engine)
-        Base.metadata.create_all(self._write_engine, checkfirst=True)
 
     def close(self) -> None:
         self.engine.dispose()
