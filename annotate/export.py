@@ -1,20 +1,26 @@
 """Export reviewed items as training data: HumanCaption-HQ parquet or LLaVA JSON.
 
-Layout of an export folder (one file per split, "train" and "heldout"; a split without rows
-has no file, and manifest.json lists the files written):
+Layout of an export folder (one file per split, named as `datasets` expects: "train" and
+"test", the held-out split; a split without rows has no file, and manifest.json lists the files):
 
-    humancaptionhq: train.parquet, heldout.parquet, images/<sha256>.<png|jpg>, manifest.json
-    llava:          train.json,    heldout.json,    images/<sha256>.<png|jpg>, manifest.json
+    humancaptionhq: train.parquet, test.parquet, images/<sha256>.<png|jpg>, README.md, manifest.json
+    llava:          train.json,    test.json,    images/<sha256>.<png|jpg>, README.md, manifest.json,
+                    dataset_info.json (LLaMA-Factory)
 
-Parquet columns: `url`, `image` (relative path, or null for URL-only images),
+README.md is a dataset card whose `configs:` map the splits to the files (annotate.card), so
+`datasets.load_dataset(folder)` gives both splits.
+Parquet columns: `url`, `image` (a `datasets` Image: {bytes, path} with the bytes embedded and
+`path` naming the same file under images/; null for URL-only images),
 `human_caption_hq` (LLaVA turns: human prompt, gpt caption), the structured fields `face`,
 `body`, `action`, `background`, and provenance: `item_id`, `image_sha256`, `model_name`,
 `model_version`, `reviewer`, `edit_rate`, `licence`, `split`.
-LLaVA rows are {id, image, conversations}; items whose image was never fetched (URL only) have
+LLaVA rows are {id, image, image_sha256, conversations}; items whose image was never fetched (URL only) have
 no file to point at and are left out (counted in the manifest as `skipped_without_image`).
 
-The split is a pure function of the image hash (first 32 bits / 2**32 < split: train), so an
-image lands in the same split in every export and evaluation images never leak into training.
+The split is a function of the image hash (first 32 bits / 2**32 < split: train), so an image
+lands in the same split in every export and evaluation images never leak into training. One
+exception keeps small exports usable: when two or more photos are exported and all fall on one
+side (split < 1), the one closest to the other side moves there, so both splits have a photo.
 The folder is written atomically (annotate.atomic) and every exported image is re-encoded
 from pixels only: no EXIF, GPS, ICC or text metadata survives.
 """
@@ -22,6 +28,7 @@ from pixels only: no EXIF, GPS, ICC or text metadata survives.
 from __future__ import annotations
 
 import json
+from collections import Counter
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -34,6 +41,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 from sqlalchemy import Connection, func, select
 
+from annotate import card
 from annotate.atomic import fsync_file, staged_folder
 from annotate.errors import ExportFailed, InvalidInput
 from annotate.records import STATUSES
@@ -41,19 +49,22 @@ from annotate.store import Store
 from annotate.views import IMAGES, ITEMS
 
 FORMATS = ("humancaptionhq", "llava")
-SPLITS = ("train", "heldout")
+SPLITS = ("train", "test")  # "test" is the held-out split (the name `datasets` knows)
 CHUNK_ROWS = 20_000
+IMAGE_CHUNK_ROWS = 256  # rows per chunk when images are embedded: bounds the bytes held in memory
 TURN = pa.struct([("from", pa.string()), ("value", pa.string())])
-SCHEMA = pa.schema([
-    ("url", pa.string()), ("image", pa.string()), ("human_caption_hq", pa.list_(TURN)),
+IMAGE = pa.struct([("bytes", pa.binary()), ("path", pa.string())])  # `datasets`' Image storage
+SCHEMA = card.with_hf_features(pa.schema([
+    ("url", pa.string()), ("image", IMAGE), ("human_caption_hq", pa.list_(TURN)),
     ("face", pa.string()), ("body", pa.string()), ("action", pa.string()), ("background", pa.string()),
     ("item_id", pa.int64()), ("image_sha256", pa.string()), ("model_name", pa.string()),
     ("model_version", pa.string()), ("reviewer", pa.string()), ("edit_rate", pa.float64()),
     ("licence", pa.string()), ("split", pa.string()),
-])
+]))
 _COLUMNS = (ITEMS.c.id, IMAGES.c.sha256, IMAGES.c.path, IMAGES.c.source_url, IMAGES.c.licence,
             ITEMS.c.model_name, ITEMS.c.model_version, ITEMS.c.decided_by, ITEMS.c.edit_rate,
-            ITEMS.c.prompt, func.coalesce(ITEMS.c.caption, ITEMS.c.draft_caption), ITEMS.c.fields_json)
+            ITEMS.c.prompt, func.coalesce(ITEMS.c.caption, ITEMS.c.draft_caption), ITEMS.c.fields_json,
+            ITEMS.c.decided_at)
 
 
 @dataclass
@@ -66,17 +77,36 @@ class ExportResult:
     skipped_without_image: int = 0
     item_ids: dict[str, list[int]] = field(default_factory=lambda: {s: [] for s in SPLITS})
     blur_faces: bool = False
+    rescued: int = 0  # photos moved so that a small export has both splits (see the module doc)
+    # For the dataset card: rows per licence, per (model name, version); reviewers; review dates.
+    licences: Counter = field(default_factory=Counter)
+    models: Counter = field(default_factory=Counter)
+    reviewers: int = 0
+    review_dates: tuple[str | None, str | None] | None = None
 
     def summary(self) -> str:
         # Asked to blur and none found is worth saying: the reviewer should look before sharing.
         faces = f", {self.faces_blurred} faces blurred" if self.blur_faces or self.faces_blurred else ""
-        return (f"{self.out_dir}: {self.counts['train']} train + {self.counts['heldout']} held-out "
+        return (f"{self.out_dir}: {self.counts['train']} train + {self.counts['test']} held-out (test) "
                 f"rows ({self.format}), {self.images_written} image{'' if self.images_written == 1 else 's'}{faces}")
 
 
 def split_of(sha256: str, split: float) -> str:
-    """'train' or 'heldout', decided by the image hash alone."""
-    return "train" if int(sha256[:8], 16) / 2**32 < split else "heldout"
+    """'train' or 'test', decided by the image hash alone."""
+    return "train" if int(sha256[:8], 16) / 2**32 < split else "test"
+
+
+def rescued_photo(shas: list[str], split: float) -> tuple[str, str] | None:
+    """(sha, split) of the photo moved so that neither split is empty, when `shas` (the photos
+    exported with a file) are two or more and all fall on one side; None when no move is needed."""
+    if split >= 1.0 or len(shas) < 2:
+        return None
+    sides = {split_of(s, split) for s in shas}
+    if sides == {"train"}:  # the closest to the test side goes to test
+        return max(shas, key=lambda s: int(s[:8], 16)), "test"
+    if sides == {"test"}:
+        return min(shas, key=lambda s: int(s[:8], 16)), "train"
+    return None
 
 
 def export(store: Store, out_dir: str | Path, format: str = "humancaptionhq", status: str = "approved",
@@ -88,17 +118,26 @@ def export(store: Store, out_dir: str | Path, format: str = "humancaptionhq", st
     result = ExportResult(out_dir, format, blur_faces=blur_faces)
     try:
         with staged_folder(out_dir, _is_replaceable) as staged:
-            writer = _Writer(staged, format, split, blur_faces, store, result)
             with store.engine.connect() as conn:
-                query = (select(*_COLUMNS).join(IMAGES, ITEMS.c.image_id == IMAGES.c.id)
-                         .where(ITEMS.c.status == status).order_by(ITEMS.c.id))
+                joined = select(*_COLUMNS).join(IMAGES, ITEMS.c.image_id == IMAGES.c.id)
+                photos = list(conn.scalars(select(IMAGES.c.sha256).join(ITEMS, ITEMS.c.image_id == IMAGES.c.id)
+                                           .where(ITEMS.c.status == status, IMAGES.c.path.is_not(None))))
+                rescued = rescued_photo(photos, split)
+                writer = _Writer(staged, format, split, blur_faces, store, result, rescued)
+                query = joined.where(ITEMS.c.status == status).order_by(ITEMS.c.id)
+                size = min(CHUNK_ROWS, IMAGE_CHUNK_ROWS) if photos else CHUNK_ROWS
                 try:
-                    for rows in _chunks(conn, query, CHUNK_ROWS):
+                    for rows in _chunks(conn, query, size):
                         writer.add(rows)
                         if progress:
                             progress(len(rows))
                 finally:
                     writer.close()
+            files = {name: f"{name}.{'json' if format == 'llava' else 'parquet'}" for name in SPLITS
+                     if (staged / f"{name}.{'json' if format == 'llava' else 'parquet'}").is_file()}
+            card.write_card(staged, result, files, status, split)
+            if format == "llava":
+                card.write_llamafactory_info(staged, files)
             _write_manifest(staged, result, status, split, blur_faces)
     except FileExistsError as exc:
         raise ExportFailed(f"{out_dir} exists and is not a previous export; choose an empty or new folder") from exc
@@ -141,10 +180,12 @@ def _is_replaceable(folder: Path) -> bool:
 class _Writer:
     """Accumulates rows per split and writes them in the chosen format."""
 
-    def __init__(self, folder: Path, format: str, split: float, blur: bool, store: Store, result: ExportResult):
+    def __init__(self, folder: Path, format: str, split: float, blur: bool, store: Store, result: ExportResult,
+                 rescued: tuple[str, str] | None = None):
         from model.prompts import DEFAULT_PRESET, PRESETS
 
-        self.folder, self.format, self.split, self.blur = folder, format, split, blur
+        self.folder, self.format, self.split, self.blur, self.rescued = folder, format, split, blur, rescued
+        self.reviewers: set[str] = set()
         self.store, self.result = store, result
         self.default_prompt = PRESETS[DEFAULT_PRESET]
         self.parquet: dict[str, pq.ParquetWriter] = {}
@@ -155,17 +196,25 @@ class _Writer:
 
     def add(self, rows) -> None:
         (item_id, sha, path, url, licence, model_name, model_version, reviewer, edit_rate,
-         prompt, final, fields_json) = (list(col) for col in zip(*rows))
+         prompt, final, fields_json, decided_at) = (list(col) for col in zip(*rows))
         limit = self.split * 2**32  # split_of, inlined: this runs once per exported row
-        splits = ["train" if int(s[:8], 16) < limit else "heldout" for s in sha]
+        splits = ["train" if int(s[:8], 16) < limit else "test" for s in sha]
+        if self.rescued is not None and self.rescued[0] in sha:
+            splits[sha.index(self.rescued[0])] = self.rescued[1]
+            self.result.rescued = 1
         images = [self._image(i, s, p) if p else None for i, s, p in zip(item_id, sha, path)]
         human = [self._human(p) for p in prompt]
         if self.format == "llava":
-            self._add_llava(item_id, images, human, final, splits)
+            kept = [image is not None for image in images]
+            self._add_llava(item_id, sha, [i and i["path"] for i in images], human, final, splits)
+        else:
+            kept = [True] * len(images)
+            for item, name in zip(item_id, splits):
+                self.result.item_ids[name].append(item)
+                self.result.counts[name] += 1
+        self._note_provenance(kept, licence, model_name, model_version, reviewer, decided_at)
+        if self.format == "llava":
             return
-        for item, name in zip(item_id, splits):
-            self.result.item_ids[name].append(item)
-            self.result.counts[name] += 1
         columns = {
             "url": url, "image": images, "human_caption_hq": _turns(human, final),
             **_field_columns(fields_json),
@@ -179,6 +228,19 @@ class _Writer:
         # Parquet encoding and compression release the GIL: write this chunk on the writer
         # thread while the next one is read from the database.
         self.pending = self.pool.submit(self._write_parts, parts)
+
+    def _note_provenance(self, kept, licence, model_name, model_version, reviewer, decided_at) -> None:
+        """Tally what the dataset card reports, over the rows actually exported."""
+        result = self.result
+        rows = [r for r, keep in enumerate(kept) if keep]
+        result.licences.update(card.effective_licence(licence[r], model_name[r]) for r in rows)
+        result.models.update((model_name[r], model_version[r]) for r in rows)
+        self.reviewers.update(reviewer[r] for r in rows if reviewer[r])
+        result.reviewers = len(self.reviewers)
+        dates = [str(decided_at[r])[:19] for r in rows if decided_at[r] is not None]
+        if dates:
+            old = result.review_dates or (None, None)
+            result.review_dates = (min(filter(None, [old[0], *dates])), max(filter(None, [old[1], *dates])))
 
     def _write_parts(self, parts: dict[str, pa.Table]) -> None:
         for name, part in parts.items():
@@ -197,15 +259,15 @@ class _Writer:
             turn = self.human_turns[prompt] = "<image>\n" + (prompt or self.default_prompt)
         return turn
 
-    def _add_llava(self, item_id, images, human, final, splits) -> None:
-        for item, image, question, answer, name in zip(item_id, images, human, final, splits):
+    def _add_llava(self, item_id, sha, images, human, final, splits) -> None:
+        for item, digest, image, question, answer, name in zip(item_id, sha, images, human, final, splits):
             if image is None:
                 self.result.skipped_without_image += 1
                 continue
             self.result.item_ids[name].append(item)
             self.result.counts[name] += 1
             self.llava[name].append({
-                "id": str(item), "image": image,
+                "id": str(item), "image": image, "image_sha256": digest,
                 "conversations": [{"from": "human", "value": question}, {"from": "gpt", "value": answer}],
             })
 
@@ -214,8 +276,9 @@ class _Writer:
             self.parquet[name] = pq.ParquetWriter(self.folder / f"{name}.parquet", SCHEMA)
         return self.parquet[name]
 
-    def _image(self, item_id: int, sha: str, stored: str | None) -> str | None:
-        """Re-encode the stored image (metadata-free, faces blurred if asked) into images/."""
+    def _image(self, item_id: int, sha: str, stored: str | None) -> dict | None:
+        """Re-encode the stored image (metadata-free, faces blurred if asked) into images/;
+        returns it as `datasets` stores an Image: {"bytes", "path"} (path relative to the export)."""
         if stored is None:
             return None
         from model.images import ImageError, image_to_bytes, load_image
@@ -234,10 +297,11 @@ class _Writer:
         relative = f"images/{sha}.{ext}"
         target = self.folder / relative
         target.parent.mkdir(exist_ok=True)
-        target.write_bytes(image_to_bytes(img, fmt))
+        data = image_to_bytes(img, fmt)
+        target.write_bytes(data)
         fsync_file(target)
         self.result.images_written += 1
-        return relative
+        return {"bytes": data if self.format == "humancaptionhq" else None, "path": relative}
 
     def close(self) -> None:
         try:
@@ -290,7 +354,8 @@ def _write_manifest(folder: Path, result: ExportResult, status: str, split: floa
         "format": result.format,
         "created_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "status": status,
-        "split": {"train_fraction": split, "rule": "int(image_sha256[:8], 16) / 2**32 < train_fraction -> train"},
+        "split": {"train_fraction": split, "rule": "int(image_sha256[:8], 16) / 2**32 < train_fraction -> train",
+                  "rescued_for_test": result.rescued},
         "counts": {**result.counts, "total": sum(result.counts.values())},
         "files": files + (["images/"] if result.images_written else []),
         "images_written": result.images_written,

@@ -8,12 +8,14 @@ import sys
 
 import datasets
 import numpy as np
+import pyarrow.parquet as pq
 import pytest
+from huggingface_hub import DatasetCard
 from PIL import Image
 
 import annotate.export as export_module
 from annotate.errors import ExportFailed
-from annotate.export import export, split_of
+from annotate.export import export, rescued_photo, split_of
 from annotate.faces import detect_faces
 from annotate.records import Draft, NewItem
 from annotate.store import Store
@@ -59,9 +61,9 @@ def test_humancaptionhq_round_trip_through_datasets(reviewed, tmp_path):
     result = export(reviewed, out, format="humancaptionhq", split=0.5)
     manifest = json.loads((out / "manifest.json").read_text())
     assert manifest["counts"]["total"] == 7 and manifest["format"] == "humancaptionhq"
-    files = {name: str(out / f"{name}.parquet") for name in ("train", "heldout")}
-    loaded = datasets.load_dataset("parquet", data_files=files)
-    rows = [row for name in ("train", "heldout") for row in loaded[name]]
+    files = {name: str(out / f"{name}.parquet") for name in ("train", "test")}
+    loaded = datasets.load_dataset("parquet", data_files=files, cache_dir=str(tmp_path / "cache"))
+    rows = [row for name in ("train", "test") for row in loaded[name]]
     assert len(rows) == 7 == sum(result.counts.values())
     for row in rows:
         item = reviewed.get_item(row["item_id"])
@@ -73,9 +75,11 @@ def test_humancaptionhq_round_trip_through_datasets(reviewed, tmp_path):
         assert (row["image_sha256"], row["reviewer"], row["model_version"]) == (item.image.sha256, "alice", item.draft.model_version)
         assert row["edit_rate"] == pytest.approx(item.edit_rate)
         assert row["licence"] == item.image.licence
-        assert row["split"] == split_of(item.image.sha256, 0.5)
-        if item.image.path:  # local photos travel with the export, as relative paths
-            assert row["url"] is None and (out / row["image"]).is_file()
+        moved = rescued_photo([i.image.sha256 for i in reviewed.list_items() if i.image.path], 0.5)
+        assert row["split"] == (moved[1] if moved and moved[0] == item.image.sha256 else split_of(item.image.sha256, 0.5))
+        if item.image.path:  # local photos travel with the export: embedded, and as files
+            assert row["url"] is None and row["image"].size == (item.image.width, item.image.height)
+            assert (out / "images" / f"{item.image.sha256}.png").is_file()
         else:
             assert row["url"] == item.image.url and row["image"] is None
     assert 3 not in [row["item_id"] for row in rows]  # rejected items stay out
@@ -85,7 +89,7 @@ def test_llava_json_with_images_next_to_it(reviewed, tmp_path):
     out = tmp_path / "llava"
     result = export(reviewed, out, format="llava", split=1.0)
     train = json.loads((out / "train.json").read_text())
-    assert not (out / "heldout.json").exists()  # nothing held out: no file
+    assert not (out / "test.json").exists()  # nothing held out: no file
     assert len(train) == 2 and result.skipped_without_image == 5  # URL-only items have no file
     for row in train:
         item = reviewed.get_item(int(row["id"]))
@@ -104,10 +108,10 @@ def test_split_is_by_image_hash_and_stable_across_exports(store, tmp_path):
     add_urls(store, 100, start=300)  # more data later: old items keep their split
     review_all(store, reviewer="bob")
     second = export(store, tmp_path / "b", split=0.8)
-    for name in ("train", "heldout"):
+    for name in ("train", "test"):
         assert set(first.item_ids[name]) <= set(second.item_ids[name])
     third = export(store, tmp_path / "a", split=0.8)  # re-export into the same folder
-    assert [i for i in third.item_ids["heldout"] if i <= 300] == first.item_ids["heldout"]
+    assert [i for i in third.item_ids["test"] if i <= 300] == first.item_ids["test"]
     assert third.item_ids == second.item_ids
 
 
@@ -200,6 +204,9 @@ def test_exported_images_never_carry_exif_or_gps(store, tmp_path):
         (image,) = (out / "images").iterdir()
         raw = image.read_bytes()
         assert b"Exif" not in raw and b"PhoneMaker" not in raw
+        if fmt == "humancaptionhq":  # the bytes embedded in the parquet are the same clean file
+            (row,) = pq.read_table(out / "train.parquet").to_pylist()
+            assert row["image"] == {"bytes": raw, "path": f"images/{image.name}"}
         with Image.open(image) as exported:
             assert len(exported.getexif()) == 0 and "exif" not in exported.info
 
@@ -237,7 +244,60 @@ def test_blur_that_finds_no_face_says_so(store, tmp_path):
 
 def test_empty_export_is_valid(store, tmp_path):
     result = export(store, tmp_path / "empty")
-    assert result.counts == {"train": 0, "heldout": 0}
+    assert result.counts == {"train": 0, "test": 0}
     manifest = json.loads((tmp_path / "empty" / "manifest.json").read_text())
-    assert manifest["files"] == [] and manifest["counts"]["total"] == 0
-    assert sorted(p.name for p in (tmp_path / "empty").iterdir()) == ["manifest.json"]
+    assert manifest["files"] == ["README.md"] and manifest["counts"]["total"] == 0
+    assert sorted(p.name for p in (tmp_path / "empty").iterdir()) == ["README.md", "manifest.json"]
+
+
+def test_load_dataset_on_the_folder_gives_both_splits_and_decoded_images(reviewed, tmp_path):
+    out = tmp_path / "hq"
+    result = export(reviewed, out, split=0.5)
+    loaded = datasets.load_dataset(str(out), cache_dir=str(tmp_path / "cache"))
+    assert set(loaded) == {"train", "test"}
+    assert {name: loaded[name].num_rows for name in loaded} == result.counts and sum(result.counts.values()) == 7
+    photos = [row["image"] for name in loaded for row in loaded[name] if row["image"] is not None]
+    assert sorted(img.size for img in photos) == sorted(Image.open(p).size for p in (ASTRONAUT, CAMERA))
+    assert all(row["url"] for name in loaded for row in loaded[name] if row["image"] is None)  # URL kept
+    meta = DatasetCard.load(out / "README.md").data
+    assert meta.configs == [{"config_name": "default", "data_files": [
+        {"split": "train", "path": "train.parquet"}, {"split": "test", "path": "test.parquet"}]}]
+    assert meta.license == "other" and "image-to-text" in meta.task_categories and meta.size_categories == ["n<1K"]
+    text = DatasetCard.load(out / "README.md").text
+    assert f"| train | {result.counts['train']} |" in text and "not** blurred" in text
+    assert "- public domain: 1" in text and "- cc-by-4.0: 5" in text  # the URL rows' recorded licence
+    assert "demo v1 (2)" in text and "demo v2 (5)" in text and "HumanVLM Studio 0.1.0" in text
+
+
+def test_llava_folder_loads_and_registers_with_llamafactory(reviewed, tmp_path):
+    out = tmp_path / "llava"
+    result = export(reviewed, out, format="llava", split=0.5)
+    loaded = datasets.load_dataset(str(out), cache_dir=str(tmp_path / "cache"))
+    assert {name: loaded[name].num_rows for name in loaded} == result.counts == {"train": 1, "test": 1}
+    info = json.loads((out / "dataset_info.json").read_text())
+    # LLaMA-Factory's documented schema (data/README.md): file_name, formatting, columns, tags.
+    assert set(info) == {"humanvlm_corrections", "humanvlm_corrections_test"}
+    for name, entry in info.items():
+        rows = json.loads((out / entry["file_name"]).read_text())
+        assert entry["formatting"] == "sharegpt"
+        assert entry["columns"] == {"messages": "conversations", "images": "image"}
+        tags = entry["tags"]
+        for row in rows:  # every turn uses the declared tags; images resolve against --dataset_dir
+            assert [t[tags["role_tag"]] for t in row["conversations"]] == [tags["user_tag"], tags["assistant_tag"]]
+            assert (out / row["image"]).is_file()
+
+
+def test_a_small_export_still_has_a_test_item(store, tmp_path):
+    store.enqueue(ASTRONAUT, Draft("demo", "v1", "an astronaut"))
+    store.enqueue(CAMERA, Draft("demo", "v1", "a photographer"))
+    review_all(store)
+    shas = [item.image.sha256 for item in store.list_items()]
+    split = max(int(s[:8], 16) for s in shas) / 2**32 + 1e-6  # both photos hash to the train side
+    assert {split_of(s, split) for s in shas} == {"train"}
+    for fmt in ("llava", "humancaptionhq"):
+        result = export(store, tmp_path / fmt, format=fmt, split=split)
+        assert result.counts == {"train": 1, "test": 1} and result.rescued == 1
+        moved = max(store.list_items(), key=lambda i: int(i.image.sha256[:8], 16)).id
+        assert result.item_ids["test"] == [moved]  # the photo closest to the test side
+    assert export(store, tmp_path / "all", split=1.0).counts == {"train": 2, "test": 0}  # asked for: kept
+    assert rescued_photo(shas[:1], split) is None  # one photo: nothing to move

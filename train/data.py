@@ -5,7 +5,8 @@ Two formats, as `app.py export` writes them (see CONTEXT.md):
 - `humancaptionhq`: parquet with `human_caption_hq` (LLaVA-style turns) and an `image` path
   (or only a `url`: such rows cannot be trained on and are counted as skipped).
 The train/held-out split is the export's own (deterministic by image hash): either one file
-per split (`train.json`, `heldout.parquet`, ...) or a `split` field on every row.
+per split (`train.json`, `test.parquet`, ...) or a `split` field on every row. The export calls
+its held-out split `test` (the name `datasets` knows); here it is `heldout` (aliases below).
 """
 
 from __future__ import annotations
@@ -140,6 +141,8 @@ def _example(path: Path, row: dict) -> Example:
     answer = next(t["value"] for t in turns if t["from"] == "gpt")
     prompt = human.replace(IMAGE_PLACEHOLDER, "").strip()
     relative = row.get("image")
+    if isinstance(relative, dict):  # a `datasets` Image ({bytes, path}), as app.py export writes it
+        relative = relative.get("path")
     image = (path.parent / relative).resolve() if relative else None
     item_id = row.get("item_id", row.get("id"))
     if item_id is None:

@@ -296,17 +296,21 @@ def log_tail(path: str | Path, lines: int = 30, max_bytes: int = 64_000) -> str:
 
 def available_corrections(store, split: float = 0.9, page: int = 2000) -> dict[str, int]:
     """Approved items per split of the next export (URL-only photos cannot be trained on)."""
-    from annotate.export import split_of
+    from annotate.export import rescued_photo, split_of
 
     counts = {"train": 0, "heldout": 0, "without_photo": 0}
-    after = 0
+    photos, after = [], 0
     while items := store.list_items(status="approved", limit=page, after_id=after):
         for item in items:
             if item.image.path is None:
                 counts["without_photo"] += 1
             else:
-                counts[split_of(item.image.sha256, split)] += 1
+                photos.append(item.image.sha256)
+                counts["train" if split_of(item.image.sha256, split) == "train" else "heldout"] += 1
         after = items[-1].id
+    moved = rescued_photo(photos, split)  # as the export will do: one photo changes side
+    if moved:
+        counts["train"], counts["heldout"] = (1, counts["heldout"] - 1) if moved[1] == "train" else (counts["train"] - 1, 1)
     return counts
 
 
