@@ -8,6 +8,7 @@ from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 
 from model.prompts import PromptFormat
+from model.zerogpu import generation_seconds, gpu, recall, remember
 
 
 class GenerationError(RuntimeError):
@@ -122,6 +123,12 @@ class VLM:
         extra = model.generation_config.eos_token_id
         extra = extra if isinstance(extra, list) else [extra] if extra is not None else []
         self.stop_ids = list(dict.fromkeys([stop, *extra]))
+        self._ref = remember(self)
+
+    def __reduce__(self):
+        # By reference: ZeroGPU pickles a GPU call's arguments to its worker, a fork of this
+        # process that already holds the model (model/zerogpu.py). Never the weights themselves.
+        return recall, (self._ref,)
 
     # -- inputs -----------------------------------------------------------------------------
     def prompt_text(self, turns: Turns) -> str:
@@ -143,7 +150,8 @@ class VLM:
             "pad_token_id": self.processor.tokenizer.pad_token_id,
         }
 
-    # -- generation -------------------------------------------------------------------------
+    # -- generation (on ZeroGPU each call below gets a GPU for a duration computed from it) ---
+    @gpu(duration=lambda self, image, turns, settings=None: generation_seconds(_tokens(settings)))
     def stream(self, image, turns: Turns, settings: GenerationSettings | None = None) -> Iterator[str]:
         """Yield the answer to the last turn piece by piece.
 
@@ -188,6 +196,7 @@ class VLM:
         """Caption many images with one `generate` call (left padding)."""
         return self.generate_batch(images, [[(prompt, None)]] * len(images), settings)
 
+    @gpu(duration=lambda self, images, conversations, settings=None: generation_seconds(_tokens(settings), len(images)))
     def generate_batch(self, images: list, conversations: list[Turns], settings=None) -> list[str]:
         if not images:
             return []
@@ -212,6 +221,10 @@ class VLM:
         gc.collect()
         if torch.cuda.is_available():
             torch.cuda.empty_cache()
+
+
+def _tokens(settings: GenerationSettings | None) -> int:
+    return (settings or GenerationSettings()).max_new_tokens
 
 
 def _generation_error(exc: BaseException) -> GenerationError:

@@ -13,6 +13,8 @@ import json
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
+from model.zerogpu import generation_seconds, gpu
+
 VERSION_FILE = "studio_version.json"
 
 
@@ -107,12 +109,23 @@ def config_for(choice: str, template, base: str):
 def compare_captions(slot, configs: list, image, prompt: str, settings=None) -> list[str]:
     """Caption one image with each config. The serving model is reused; others are loaded
     one at a time and released straight after, so at most one extra model is in memory."""
+    return _compare(slot.get(), slot.config, configs, image, prompt, settings)
+
+
+def _compare_seconds(serving, serving_config, configs, image, prompt, settings=None) -> int:
+    tokens = settings.max_new_tokens if settings is not None else 400
+    return generation_seconds(tokens * len(configs), loads=sum(c != serving_config for c in configs))
+
+
+# On ZeroGPU the whole comparison is one GPU call: other versions load on the worker's GPU.
+@gpu(duration=_compare_seconds)
+def _compare(serving, serving_config, configs: list, image, prompt: str, settings=None) -> list[str]:
     from model.loader import load_model
 
     captions = []
     for config in configs:
-        if config == slot.config:
-            captions.append(slot.get().caption(image, prompt, settings))
+        if config == serving_config:
+            captions.append(serving.caption(image, prompt, settings))
             continue
         vlm = load_model(config)
         try:
