@@ -7,7 +7,7 @@ import threading
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 
-from model.prompts import PromptFormat
+from model.prompts import PromptFormat, special_escaper
 from model.zerogpu import generation_seconds, gpu, recall, remember
 
 
@@ -119,6 +119,7 @@ class VLM:
         # Pixels go in at the vision tower's precision (kept unquantized in 4/8-bit).
         self._pixel_dtype = next(p.dtype for p in model.parameters() if p.is_floating_point())
         tok = processor.tokenizer
+        self._escape = special_escaper(tok)  # typed control tokens stay text
         stop = tok.convert_tokens_to_ids(prompt_format.stop_token) if prompt_format.stop_token else tok.eos_token_id
         extra = model.generation_config.eos_token_id
         extra = extra if isinstance(extra, list) else [extra] if extra is not None else []
@@ -132,7 +133,7 @@ class VLM:
 
     # -- inputs -----------------------------------------------------------------------------
     def prompt_text(self, turns: Turns) -> str:
-        return self.prompt_format.render(turns)
+        return self.prompt_format.render(turns, escape=self._escape)
 
     def _inputs(self, images: list, texts: list[str]):
         batch = self.processor(images=images, text=texts, padding=True, return_tensors="pt")

@@ -1,6 +1,6 @@
 """Read an export of the review queue and turn it into training examples.
 
-Two formats, as `app.py export` writes them (see CONTEXT.md):
+Two formats, as `app.py export` writes them (see docs/humanvlm.md):
 - `llava`: JSON lists of `{id, image, conversations}`, images relative to the JSON file;
 - `humancaptionhq`: parquet with `human_caption_hq` (LLaVA-style turns) and an `image` path
   (or only a `url`: such rows cannot be trained on and are counted as skipped).
@@ -159,12 +159,13 @@ def _example(path: Path, row: dict) -> Example:
 def prompt_and_completion(vlm, question: str, answer: str) -> tuple[str, str]:
     """The exact text inference sees (`prompt`) and what the model must answer (`completion`).
 
-    Both come from the model's own prompt format, so training and serving never disagree. The
-    tokenizer's BOS is spelled out because TRL's collator tokenizes without special tokens.
+    Both come from the model's own prompt format, so training and serving never disagree, and
+    control tokens typed in a prompt or caption are escaped as at inference. The tokenizer's BOS
+    is spelled out because TRL's collator tokenizes without special tokens.
     """
     fmt, tokenizer = vlm.prompt_format, vlm.processor.tokenizer
-    prompt = fmt.render([(question, None)])
-    completion = fmt.render([(question, answer)])[len(prompt):]
+    prompt = vlm.prompt_text([(question, None)])
+    completion = vlm.prompt_text([(question, answer)])[len(prompt):]
     if fmt.stop_token is None:  # the card format ends an answer with the tokenizer's eos
         completion = completion.removesuffix(fmt.turn_end) + tokenizer.eos_token
     if _adds_bos(tokenizer):
