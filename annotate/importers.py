@@ -1,9 +1,14 @@
 """Import HumanCaption datasets and LLaVA JSON into the review queue as drafts.
 
-Formats (CONTEXT.md):
+Formats (docs/humanvlm.md):
 - HumanCaption-HQ parquet: `url`, `human_caption_hq` (LLaVA turns; the `gpt` turn is the draft).
 - HumanCaption-10M parquet: `url`, `image` (relative path), `human_caption` (plain text).
 - LLaVA JSON: a list of {id, image, conversations}; `image` is relative to the JSON's folder.
+- The app's own exports (annotate.export), as a folder or file by file: HumanCaption-HQ parquet
+  whose `image` is a `datasets` Image ({bytes, path}: the embedded bytes are used, else the path
+  relative to the parquet), and LLaVA JSON. Their `image_sha256` (the queue's identity of the
+  photo) makes re-importing into the queue the export came from a duplicate, not a second copy
+  (exported photos are re-encoded, so their bytes hash differently); their `licence` is kept.
 
 Parquet files are streamed (`ParquetFile.iter_batches`), so memory stays flat however large the
 file; each chunk is validated, then inserted with one executemany per table. Malformed rows are

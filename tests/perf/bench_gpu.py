@@ -18,7 +18,7 @@ import tempfile
 import time
 from pathlib import Path
 
-# HumanVLM's published architecture (CONTEXT.md); `small` keeps the structure, shrinks the sizes.
+# HumanVLM's published architecture (docs/humanvlm.md); `small` keeps the structure, shrinks the sizes.
 SHAPES = {
     "humanvlm": {"vision": dict(hidden_size=1152, intermediate_size=4304, num_hidden_layers=27,
                                 num_attention_heads=16, image_size=384, patch_size=14),
