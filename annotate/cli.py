@@ -90,7 +90,9 @@ def _register_import(actions) -> None:
     imp = actions.add_parser("import", help="import HumanCaption-HQ/10M parquet or LLaVA JSON as drafts",
                              description="Import dataset rows as drafts to review. Malformed rows are "
                                          "reported by row number (0-based) and skipped.")
-    imp.add_argument("files", nargs="+", metavar="FILE", help=".parquet (HumanCaption-HQ / 10M) or .json (LLaVA)")
+    imp.add_argument("files", nargs="+", metavar="FILE",
+                     help=".parquet (HumanCaption-HQ / 10M) or .json (LLaVA) files, or folders of them "
+                          "(such as this app's exports)")
     imp.add_argument("--fetch-images", action="store_true",
                      help="download images given by URL (public addresses only); default: keep the URLs")
     imp.add_argument("--licence", help="licence recorded with each imported image")
@@ -147,10 +149,10 @@ def run_add(args) -> int:
 def run_import(args) -> int:
     from tqdm import tqdm
 
-    from annotate.importers import count_rows, import_file
+    from annotate.importers import count_rows, dataset_files, import_file
 
     store = open_store(args)
-    for path in args.files:
+    for path in [file for given in args.files for file in dataset_files(given)]:
         # delay: no bar for quick imports, nor before an error about the file itself.
         with tqdm(total=count_rows(path), unit="row", desc=str(path), file=sys.stderr, disable=args.json,
                   delay=0.5) as bar:

@@ -24,6 +24,7 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import NamedTuple
 
 from annotate.blobs import prepare_image, url_identity
 from annotate.errors import ImportFailed, QueueError
@@ -66,8 +67,15 @@ class _Context:
     licence: str | None
 
 
-# A parser turns one raw row into (image reference, prompt, caption) or raises _BadRow.
-Parsed = tuple[str | None, str | None, str | None, str]  # url, local path, prompt, caption
+class Parsed(NamedTuple):
+    """What a parser makes of one raw row (or it raises _BadRow)."""
+
+    url: str | None
+    image: str | bytes | None  # a path relative to the dataset's folder, or the image's bytes
+    prompt: str | None
+    caption: str
+    identity: str | None = None  # the exporting queue's image sha256, when the row carries one
+    licence: str | None = None
 
 
 class _BadRow(Exception):
@@ -92,7 +100,7 @@ def import_file(store: Store, path: str | Path, fetch_images: bool = False, chun
         for offset, raw in enumerate(raw_rows):
             row_number = first_row + offset
             try:
-                new_items.append(_to_new_item(ctx, row_number, *parse(raw)))
+                new_items.append(_to_new_item(ctx, row_number, parse(raw)))
             except (_BadRow, QueueError, ValueError) as exc:  # ImageError is a ValueError
                 result.note_bad(row_number, str(exc))
         result.rows_read += len(raw_rows)
@@ -103,6 +111,20 @@ def import_file(store: Store, path: str | Path, fetch_images: bool = False, chun
             progress(len(raw_rows))
     result.seconds = time.perf_counter() - start
     return result
+
+
+def dataset_files(path: str | Path) -> list[Path]:
+    """The files to import for a path: a file as it is; a folder (an export of this app, or any
+    folder of datasets) gives its .parquet files, else its LLaVA .json files."""
+    path = Path(path)
+    if not path.is_dir():
+        return [path]
+    files = sorted(path.glob("*.parquet"))
+    if not files:
+        files = sorted(p for p in path.glob("*.json") if p.name not in ("manifest.json", "dataset_info.json"))
+    if not files:
+        raise ImportFailed(f"{path} holds no .parquet or LLaVA .json file to import")
+    return files
 
 
 def count_rows(path: str | Path) -> int | None:
@@ -130,7 +152,9 @@ def _open(path: Path, chunk_rows: int) -> tuple[str, str, Iterator[tuple[int, li
         raise ImportFailed(f"{path.name} is not a readable parquet file: {exc}") from exc
     names = set(parquet.schema_arrow.names)
     if {"url", "human_caption_hq"} <= names:
-        return "humancaption-hq", "HumanCaption-HQ", _parquet_chunks(parquet, ["url", "human_caption_hq"], chunk_rows)
+        extra = [c for c in ("image", "image_sha256", "licence") if c in names]  # the app's own export
+        return "humancaption-hq", "HumanCaption-HQ", _parquet_chunks(parquet, ["url", "human_caption_hq", *extra],
+                                                                     chunk_rows)
     if {"url", "human_caption"} <= names:
         columns = ["url", "human_caption"] + (["image"] if "image" in names else [])
         return "humancaption-10m", "HumanCaption-10M", _parquet_chunks(parquet, columns, chunk_rows)
@@ -163,7 +187,14 @@ def _json_chunks(path: Path, chunk_rows: int) -> Iterator[tuple[int, list]]:
 
 def _parse_hq(raw: dict) -> Parsed:
     prompt, caption = _from_turns(raw.get("human_caption_hq"))
-    return _url(raw.get("url")), None, prompt, caption
+    image = raw.get("image")
+    if isinstance(image, dict):  # a `datasets` Image: embedded bytes, else a relative path
+        image = image.get("bytes") or image.get("path")
+    if image is not None and not isinstance(image, (str, bytes)):
+        raise _BadRow("image is neither a path, bytes nor {bytes, path}")
+    url = raw.get("url")
+    url = _url(url) if url is not None or not image else None  # a photo without URL: an uploaded one
+    return Parsed(url, image or None, prompt, caption, _identity(raw), _text(raw.get("licence")))
 
 
 def _parse_10m(raw: dict) -> Parsed:
@@ -174,7 +205,7 @@ def _parse_10m(raw: dict) -> Parsed:
     url = raw.get("url")
     if not (isinstance(url, str) and url.strip()) and not image:
         raise _BadRow("neither url nor image is set")
-    return (_url(url) if isinstance(url, str) and url.strip() else None), image or None, None, caption
+    return Parsed((_url(url) if isinstance(url, str) and url.strip() else None), image or None, None, caption)
 
 
 def _parse_llava(raw) -> Parsed:
@@ -184,7 +215,16 @@ def _parse_llava(raw) -> Parsed:
     if not isinstance(image, str) or not image.strip():
         raise _BadRow("no image (text-only conversations cannot be reviewed as captions)")
     prompt, caption = _from_turns(raw.get("conversations"))
-    return None, image, prompt, caption
+    return Parsed(None, image, prompt, caption, _identity(raw))
+
+
+def _identity(raw: dict) -> str | None:
+    sha = raw.get("image_sha256")
+    return sha if isinstance(sha, str) and len(sha) == 64 else None
+
+
+def _text(value) -> str | None:
+    return value if isinstance(value, str) and value.strip() else None
 
 
 def _from_turns(turns) -> tuple[str | None, str]:
@@ -211,23 +251,29 @@ def _url(url) -> str:
 _PARSERS = {"humancaption-hq": _parse_hq, "humancaption-10m": _parse_10m, "llava": _parse_llava}
 
 
-def _to_new_item(ctx: _Context, row: int, url: str | None, image: str | None,
-                 prompt: str | None, caption: str) -> NewItem:
-    draft = Draft(ctx.source, ctx.version, caption, prompt=prompt, settings={"row": row})
-    local = _local_file(ctx.folder, image) if image else None
-    if local is not None:
+def _to_new_item(ctx: _Context, row: int, parsed: Parsed) -> NewItem:
+    url, image = parsed.url, parsed.image
+    licence = ctx.licence or parsed.licence
+    draft = Draft(ctx.source, ctx.version, parsed.caption, prompt=parsed.prompt, settings={"row": row})
+    if parsed.identity and ctx.store.item_for_image(parsed.identity) is not None:
+        # Exported from this queue: the same photo, re-encoded. Counted as a duplicate.
+        return NewItem(parsed.identity, "content", draft, url=url, licence=licence)
+    local = _local_file(ctx.folder, image) if isinstance(image, str) else None
+    if isinstance(image, bytes):
+        prepared = prepare_image(image)
+    elif local is not None:
         prepared = prepare_image(local)
     elif url is None:
         raise _BadRow(f"image file {image!r} not found next to the dataset")
     elif ctx.fetch_images:
         prepared = _fetched(ctx, url)
         if prepared is None:  # this URL is already queued: count it as a duplicate
-            return NewItem(url_identity(url), "url", draft, url=url, licence=ctx.licence)
+            return NewItem(url_identity(url), "url", draft, url=url, licence=licence)
     else:
-        return NewItem(url_identity(url), "url", draft, url=url, licence=ctx.licence)
+        return NewItem(url_identity(url), "url", draft, url=url, licence=licence)
     path = ctx.store.files.store(prepared)
     return NewItem(prepared.sha256, "content", draft, url=url, path=path,
-                   width=prepared.width, height=prepared.height, licence=ctx.licence)
+                   width=prepared.width, height=prepared.height, licence=licence)
 
 
 def _fetched(ctx: _Context, url: str):

@@ -164,3 +164,67 @@ def test_every_resolved_address_is_checked():
         vetted_address("::ffff:127.0.0.1", 80)  # IPv4-mapped loopback
     with pytest.raises(FetchRefused, match="non-public"):
         vetted_address("100.64.0.1", 80)  # carrier-grade NAT: not global
+
+
+def approved_store(root):
+    """A queue with two photos and a URL-only item, every one corrected and approved."""
+    from annotate.records import Draft, NewItem
+
+    store = Store(f"sqlite:///{root / 'a.db'}", root / "a-data")
+    store.enqueue(ASTRONAUT, Draft("demo", "v1", "a person"), licence="public domain")
+    store.enqueue(CAMERA, Draft("demo", "v1", "a man"))
+    store.enqueue_many([NewItem("f" * 64, "url", Draft("demo", "v1", "someone"), url="https://img.example.org/u.jpg")])
+    while (item := store.claim_next("alice")) is not None:
+        version = store.submit_correction(item.id, "alice", f"Corrected caption {item.id}.", item.version)
+        store.approve(item.id, "alice", expected_version=version)
+    return store
+
+
+def test_the_apps_own_exports_import_back_with_images_and_no_duplicates(tmp_path):
+    from PIL import Image
+
+    from annotate.export import export
+    from tests.conftest import run_app
+
+    source = approved_store(tmp_path)
+    export(source, tmp_path / "hq", split=0.5)
+    export(source, tmp_path / "llava", format="llava", split=0.5)
+    captions = {item.caption for item in source.list_items()}
+    # Into the queue it came from: every row is already there.
+    for folder in ("hq", "llava"):
+        for path in (tmp_path / folder).glob("*.*"):
+            if path.suffix == ".parquet" or path.name in ("train.json", "test.json"):
+                assert import_file(source, path).imported == 0
+    assert len(source.list_items()) == 3
+    source.close()
+
+    # Into a fresh queue, through the CLI, by folder: images (embedded bytes) and captions.
+    db = f"sqlite:///{tmp_path / 'b.db'}"
+    done = run_app("queue", "import", str(tmp_path / "hq"), "--json", "--db", db, "--data-dir", str(tmp_path / "b"))
+    assert done.returncode == 0, done.stderr
+    results = [json.loads(line) for line in done.stdout.splitlines()]
+    assert sum(r["imported"] for r in results) == 3 and sum(r["bad"] for r in results) == 0
+    with Store(db, tmp_path / "b") as fresh:
+        items = fresh.list_items()
+        assert {i.draft.caption for i in items} == captions
+        assert [i.image.url for i in items if not i.image.path] == ["https://img.example.org/u.jpg"]
+
+        def pixels(path):
+            with Image.open(path) as img:
+                return img.convert("RGB").tobytes()
+
+        # The same photos, pixel for pixel (PNG is lossless), and their recorded licences.
+        assert {pixels(i.image.path) for i in items if i.image.path} == {pixels(ASTRONAUT), pixels(CAMERA)}
+        assert sorted(str(i.image.licence) for i in items if i.image.path) == ["None", "public domain"]
+        # The LLaVA export of the same photos: the same re-encoded files, so duplicates here.
+        again = [import_file(fresh, p) for p in sorted((tmp_path / "llava").glob("t*.json"))]
+        assert sum(r.imported for r in again) == 0 and sum(r.duplicates for r in again) == 2
+        hq_again = [import_file(fresh, p) for p in sorted((tmp_path / "hq").glob("*.parquet"))]
+        assert sum(r.imported for r in hq_again) == 0 and sum(r.duplicates for r in hq_again) == 3
+
+    # The LLaVA folder alone, into another fresh queue: both photos, with their captions.
+    with Store(f"sqlite:///{tmp_path / 'c.db'}", tmp_path / "c") as other:
+        results = [import_file(other, p) for p in sorted((tmp_path / "llava").glob("t*.json"))]
+        assert sum(r.imported for r in results) == 2
+        assert {i.draft.caption for i in other.list_items()} == captions - {"Corrected caption 3."}
+        assert all(i.image.path.is_file() for i in other.list_items())
