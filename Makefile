@@ -9,12 +9,12 @@ SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 PIP := $(BIN)/python -m pip install --disable-pip-version-check -q
 ARGS ?=
 
-.PHONY: run test bench install install-dev chromium labelstudio clean
+.PHONY: run test bench install install-dev chromium labelstudio postgresql clean
 
 run: install
 	$(BIN)/python app.py $(ARGS)
 
-test: install-dev chromium labelstudio
+test: install-dev chromium labelstudio postgresql
 	$(BIN)/python -m pytest $(ARGS)
 
 bench: install-dev
@@ -37,6 +37,12 @@ $(VENV)/.installed-dev: requirements-dev.txt $(VENV)/.installed
 # Debian's Chromium for the browser tests (Playwright drives it; it cannot download its own).
 chromium:
 	@command -v chromium >/dev/null || { $(SUDO) apt-get update -q && $(SUDO) apt-get install -y -q chromium; }
+
+# Debian's PostgreSQL server binaries (initdb, pg_ctl): the queue tests start a throw-away
+# cluster of their own on 127.0.0.1; nothing is configured or started system-wide.
+postgresql:
+	@command -v initdb >/dev/null || ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || \
+		{ $(SUDO) apt-get update -q && $(SUDO) apt-get install -y -q postgresql; }
 
 # A real Label Studio server for the round-trip tests, in its own virtual environment so its
 # pinned Django stack never mixes with the app's dependencies.

@@ -75,5 +75,6 @@ def _item_values(row: NewItem, image_id: int, now: datetime) -> dict:
         "preset": draft.preset, "prompt": draft.prompt,
         "settings_json": json.dumps(draft.settings or {}, sort_keys=True),
         "draft_caption": draft.caption, "caption": None, "fields_json": None,
-        "created_at": now, "updated_at": now,
+        "created_at": now, "updated_at": now, "overlap": row.overlap, "gold_caption": row.gold_caption,
+        "confidence_mean": draft.confidence_mean, "confidence_min": draft.confidence_min,
     }

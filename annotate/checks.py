@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 
 from annotate.errors import InvalidInput
-from annotate.records import FIELDS, Draft
+from annotate.records import FIELDS, ORDERS, TAGS, Draft
 
 
 def jsonable(value):
@@ -42,3 +42,24 @@ def check_fields(fields: dict[str, str] | None) -> dict[str, str] | None:
 def check_draft(draft: Draft) -> None:
     if not isinstance(draft, Draft) or not isinstance(draft.caption, str) or not draft.caption.strip():
         raise InvalidInput("a Draft with the model's (non-empty) caption is required")
+
+
+def check_tags(tags) -> list[str] | None:
+    if tags is None:
+        return None
+    unknown = [tag for tag in tags if tag not in TAGS]
+    if unknown:
+        raise InvalidInput(f"unknown reason tags {unknown}; use {', '.join(TAGS)}")
+    return sorted(set(tags), key=TAGS.index)
+
+
+def check_overlap(overlap: int) -> int:
+    if not isinstance(overlap, int) or not 1 <= overlap <= 50:
+        raise InvalidInput("overlap must be a whole number of reviewers from 1 to 50")
+    return overlap
+
+
+def check_order(order: str) -> str:
+    if order not in ORDERS:
+        raise InvalidInput(f"unknown claim order {order!r}; use one of {', '.join(ORDERS)}")
+    return order

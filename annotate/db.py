@@ -89,6 +89,12 @@ def _why(exc: Exception) -> str:
 
 def create_store_engine(url: str, busy_timeout_ms: int = 30_000) -> Engine:
     parsed = make_url(url)
+    if parsed.drivername == "postgresql":  # no driver named: psycopg 3 (requirements.txt), not psycopg2
+        parsed = parsed.set(drivername="postgresql+psycopg")
+    if parsed.get_backend_name() == "postgresql":
+        # One connection per reviewer thread at 64 threads without waiting on the pool; a server
+        # gone away (restart, idle timeout) is noticed on checkout rather than mid-review.
+        return create_engine(parsed, pool_pre_ping=True, pool_size=16, max_overflow=64, pool_timeout=60)
     if parsed.get_backend_name() != "sqlite":
         return create_engine(url, pool_pre_ping=True)
     if parsed.database and parsed.database != ":memory:":

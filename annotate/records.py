@@ -11,6 +11,10 @@ STATUSES = ("pending", "in_review", "approved", "rejected", "skipped")
 FINAL_STATUSES = ("approved", "rejected", "skipped")
 # Structured parts of a human caption, after HumanVLM's face / body / whole-image split.
 FIELDS = ("face", "body", "action", "background")
+# What a reviewer fixed, tagged on a correction: the error profile that says what to train next.
+TAGS = ("wrong_attribute", "hallucinated_object", "missing_detail", "wrong_count", "unsafe_or_identifying", "other")
+# Claim orders: queue order, least confident model drafts first, or random.
+ORDERS = ("fifo", "confidence", "random")
 
 
 @dataclass(frozen=True)
@@ -23,6 +27,10 @@ class Draft:
     preset: str | None = None
     prompt: str | None = None
     settings: dict[str, Any] = field(default_factory=dict)
+    # The model's token log-probabilities over the draft (nats): mean and minimum; None when
+    # unknown (imported datasets). Claims in `confidence` order serve low means first.
+    confidence_mean: float | None = None
+    confidence_min: float | None = None
 
 
 @dataclass(frozen=True)
@@ -78,6 +86,9 @@ class Item:
     created_at: datetime
     history: tuple[Revision, ...] = ()
     actions: tuple[Action, ...] = ()
+    overlap: int = 1  # independent reviews the item needs
+    tags: tuple[str, ...] = ()  # reason tags of the latest correction
+    final_source: str | None = None  # overlap items: "medoid:<reviewer>", "pick:<reviewer>", "merge"
 
 
 @dataclass(frozen=True)
@@ -93,6 +104,29 @@ class NewItem:
     height: int | None = None
     licence: str | None = None
     consent: str | None = None
+    overlap: int = 1
+    gold_caption: str | None = None  # a reference caption: the item is gold, never exported
+
+
+@dataclass(frozen=True)
+class Review:
+    """One reviewer's independent review of an overlap item (for adjudication and stats)."""
+
+    reviewer: str
+    status: str  # "in_review" | "approved" | "rejected" | "skipped"
+    caption: str
+    tags: tuple[str, ...]
+    reject_reason: str | None
+    edit_rate: float | None
+
+
+@dataclass(frozen=True)
+class Disagreement:
+    """An overlap item whose reviewers agree below the threshold, for an admin to adjudicate."""
+
+    item: Item
+    agreement: float
+    reviews: tuple[Review, ...]
 
 
 @dataclass(frozen=True)

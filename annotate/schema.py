@@ -39,6 +39,7 @@ class ItemRow(Base):
         Index("ix_items_status_lease", "status", "lease_expires_at"),
         Index("ix_items_claimed_by", "claimed_by"),
         Index("ix_items_decided_by", "decided_by"),
+        Index("ix_items_status_confidence", "status", "confidence_mean"),
     )
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
@@ -67,6 +68,17 @@ class ItemRow(Base):
     fields_json: Mapped[str | None] = mapped_column(Text)
     created_at: Mapped[datetime] = mapped_column(DateTime)
     updated_at: Mapped[datetime] = mapped_column(DateTime)
+    # Team review (migration 0004). overlap: independent reviews needed (1: the classic flow).
+    overlap: Mapped[int] = mapped_column(Integer, server_default="1")
+    # A gold item's reference caption (NULL: not gold). Gold items stay pending, never export.
+    gold_caption: Mapped[str | None] = mapped_column(Text)
+    # The model's confidence in its draft: mean and minimum token log-probability (nats).
+    confidence_mean: Mapped[float | None] = mapped_column(Float)
+    confidence_min: Mapped[float | None] = mapped_column(Float)
+    # Reason tags of the latest correction (JSON list), and where the final caption came from
+    # for overlap items: "medoid:<reviewer>", "pick:<reviewer>" or "merge" (adjudicated).
+    tags_json: Mapped[str | None] = mapped_column(Text)
+    final_source: Mapped[str | None] = mapped_column(String(240))
 
 
 class RevisionRow(Base):
@@ -101,6 +113,33 @@ class ActionRow(Base):
     version_after: Mapped[int] = mapped_column(Integer)
     created_at: Mapped[datetime] = mapped_column(DateTime)
     undone_at: Mapped[datetime | None] = mapped_column(DateTime)
+
+
+class ReviewRow(Base):
+    """One reviewer's independent review of an overlap (or gold) item: claim, caption, verdict."""
+
+    __tablename__ = "reviews"
+    __table_args__ = (
+        # Not unique: a reassigned item's earlier reviews stay, archived, beside the new ones.
+        Index("ix_reviews_item_reviewer", "item_id", "reviewer"),
+        Index("ix_reviews_reviewer_status", "reviewer", "status"),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    item_id: Mapped[int] = mapped_column(ForeignKey("items.id"))
+    reviewer: Mapped[str] = mapped_column(String(200))
+    # "in_review" | "approved" | "rejected" | "skipped" | "archived" (reassigned: no longer counts)
+    status: Mapped[str] = mapped_column(String(16))
+    version: Mapped[int] = mapped_column(Integer)  # this review's optimistic-locking counter
+    lease_expires_at: Mapped[datetime | None] = mapped_column(DateTime)
+    caption: Mapped[str | None] = mapped_column(Text)  # NULL: the draft, unedited
+    fields_json: Mapped[str | None] = mapped_column(Text)
+    tags_json: Mapped[str | None] = mapped_column(Text)
+    reject_reason: Mapped[str | None] = mapped_column(Text)
+    edit_rate: Mapped[float | None] = mapped_column(Float)
+    gold_score: Mapped[float | None] = mapped_column(Float)  # token F1 vs the gold reference
+    created_at: Mapped[datetime] = mapped_column(DateTime)
+    decided_at: Mapped[datetime | None] = mapped_column(DateTime)
 
 
 class AuditRow(Base):

@@ -6,6 +6,10 @@
     version = store.submit_correction(item.id, "alice", "A woman in ...", item.version)
     store.approve(item.id, "alice", expected_version=version)
 
+The same Store runs on SQLite (the default) and on PostgreSQL (`postgresql+psycopg://...`),
+where claims pass each other with FOR UPDATE SKIP LOCKED. Items queued with `overlap` N are
+reviewed independently by N reviewers and gold items score reviewers (annotate/reviews.py);
+agreement, adjudication and tag counts are in annotate/team.py, the reads in annotate/reading.py.
 Every write is one transaction (BEGIN IMMEDIATE on SQLite) and appends to the action log, so
 a reviewer's last action can be undone. Stale writes raise `ConflictError` instead of
 overwriting someone else's work. Images are identified by content hash: queuing the same photo
@@ -17,7 +21,9 @@ on them, which keeps a review (claim + save + approve) to about a millisecond of
 from __future__ import annotations
 
 import json
+import random
 from collections.abc import Sequence
+from dataclasses import replace
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
@@ -26,9 +32,11 @@ from sqlalchemy import Connection, bindparam, insert, select, update
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import IntegrityError
 
-from annotate import bulk, views
+from annotate import bulk, claims, reviews, views
 from annotate.blobs import ImageFiles, prepare_image, url_identity
-from annotate.checks import check_caption, check_draft, check_fields, check_name, from_json, jsonable
+from annotate.checks import (
+    check_caption, check_draft, check_fields, check_name, check_order, check_overlap, check_tags, from_json, jsonable,
+)
 from annotate.db import open_database, resolve_data_dir, resolve_url, write_engine
 from annotate.errors import (
     ClaimedByOther,
@@ -39,21 +47,20 @@ from annotate.errors import (
     ItemNotFound,
     NothingToUndo,
 )
-from annotate.records import STATUSES, BulkResult, Draft, Item, NewItem
+from annotate.reading import QueueReads
+from annotate.records import BulkResult, Draft, Item, NewItem
+from annotate.team import TeamReview
 from annotate.views import ACTIONS, IMAGES, ITEMS, REVISIONS
 
 # Item columns an action may change; the action log keeps their values from before it.
 STATE = ("status", "claimed_by", "lease_expires_at", "reject_reason", "decided_by",
-         "decided_at", "edit_rate", "caption", "fields_json")
+         "decided_at", "edit_rate", "caption", "fields_json", "tags_json", "final_source")
 UNDOABLE = ("correct", "approve", "reject", "skip", "release")
 _CLAIM_ATTEMPTS = 20
 
 _ITEM = select(ITEMS).where(ITEMS.c.id == bindparam("item_id"))
-_OWN_CLAIM = (select(ITEMS).where(ITEMS.c.status == "in_review", ITEMS.c.claimed_by == bindparam("who"),
-                                  ITEMS.c.lease_expires_at > bindparam("now")).order_by(ITEMS.c.id).limit(1))
-_EXPIRED_CLAIM = (select(ITEMS).where(ITEMS.c.status == "in_review", ITEMS.c.lease_expires_at <= bindparam("now"))
-                  .order_by(ITEMS.c.lease_expires_at).limit(1))
-_PENDING = select(ITEMS).where(ITEMS.c.status == "pending").order_by(ITEMS.c.id).limit(1)
+# Writes lock the item row on PostgreSQL (SQLite's BEGIN IMMEDIATE has locked everything already).
+_ITEM_FOR_UPDATE = _ITEM.with_for_update()
 # Statements built once: parameters go in at execute time (SET columns from the dict's keys),
 # which skips rebuilding and re-hashing a statement on every call.
 _UPDATE_ITEM = update(ITEMS).where(ITEMS.c.id == bindparam("b_id"), ITEMS.c.version == bindparam("b_version"))
@@ -75,11 +82,16 @@ def edit_rate(draft: str, final: str) -> float:
     return float(Levenshtein.normalized_distance(draft, final))
 
 
-class Store:
+class Store(QueueReads, TeamReview):
     """The review queue on one database. Thread-safe: share one Store between threads."""
 
+    _edit_rate = staticmethod(edit_rate)
+
     def __init__(self, url: str | None = None, data_dir: Path | None = None, *,
-                 lease_seconds: float = 600, busy_timeout_ms: int = 30_000, clock=utcnow):
+                 lease_seconds: float = 600, busy_timeout_ms: int = 30_000, clock=utcnow,
+                 order: str = "fifo", gold_rate: float = 0.0, seed: int | None = None):
+        """order: how claims pick pending items, "fifo" | "confidence" | "random".
+        gold_rate: chance (0-1) that a claim serves a gold item the reviewer has not done yet."""
         self.data_dir = resolve_data_dir(data_dir)
         self.url = resolve_url(url, self.data_dir)
         self.engine = open_database(self.url, busy_timeout_ms)
@@ -88,6 +100,11 @@ class Store:
         self._clock = clock
         self._durable = write_engine(self.engine, "durable")
         self._lease = write_engine(self.engine, "lease")
+        self.order = check_order(order)
+        if not 0.0 <= gold_rate <= 1.0:
+            raise InvalidInput("the gold rate is a fraction from 0 to 1")
+        self.gold_rate = gold_rate
+        self._random = random.Random(seed)
 
     def __repr__(self) -> str:
         return f"Store({make_url(self.url).render_as_string(hide_password=True)!r})"
@@ -104,28 +121,40 @@ class Store:
     # ---- getting items in -------------------------------------------------------------
 
     def enqueue(self, image, draft: Draft, source_url: str | None = None,
-                licence: str | None = None, consent: str | None = None) -> int:
+                licence: str | None = None, consent: str | None = None, overlap: int = 1) -> int:
         """Queue a photo (PIL image, bytes or path) with its model draft; returns the item id."""
         check_draft(draft)
+        check_overlap(overlap)
         prepared = prepare_image(image)
         self._raise_if_queued(prepared.sha256)
         path = self.files.store(prepared)
         row = NewItem(prepared.sha256, "content", draft, url=source_url, path=path,
-                      width=prepared.width, height=prepared.height, licence=licence, consent=consent)
+                      width=prepared.width, height=prepared.height, licence=licence, consent=consent,
+                      overlap=overlap)
         return self._insert_one(row)
 
     def enqueue_url(self, url: str, draft: Draft, licence: str | None = None,
-                    consent: str | None = None) -> int:
+                    consent: str | None = None, overlap: int = 1) -> int:
         """Queue an image known only by its URL (nothing is downloaded)."""
         check_draft(draft)
+        check_overlap(overlap)
         if not url.lower().startswith(("http://", "https://")):
             raise InvalidInput(f"not an http(s) image URL: {url[:200]!r}")
         sha = url_identity(url)
         self._raise_if_queued(sha)
-        return self._insert_one(NewItem(sha, "url", draft, url=url, licence=licence, consent=consent))
+        return self._insert_one(NewItem(sha, "url", draft, url=url, licence=licence, consent=consent,
+                                        overlap=overlap))
 
-    def enqueue_many(self, rows: Sequence[NewItem]) -> BulkResult:
-        """Queue many already-hashed rows in one transaction; duplicates are counted, not raised."""
+    def enqueue_many(self, rows: Sequence[NewItem], overlap: int | None = None, gold: bool = False) -> BulkResult:
+        """Queue many already-hashed rows in one transaction; duplicates are counted, not raised.
+
+        overlap: independent reviews per item (overrides the rows'); gold: the rows' captions are
+        reference captions (gold items: mixed into claims at `gold_rate`, scored, never exported).
+        """
+        if overlap is not None:
+            rows = [replace(row, overlap=check_overlap(overlap)) for row in rows]
+        if gold:
+            rows = [replace(row, gold_caption=row.draft.caption) for row in rows]
         with self._durable.begin() as conn:
             return bulk.insert_items(conn, rows, self._clock())
 
@@ -153,43 +182,61 @@ class Store:
 
     # ---- reviewing ---------------------------------------------------------------------
 
-    def claim_next(self, reviewer: str, lease_seconds: float | None = None) -> Item | None:
-        """Lease the next item to `reviewer`: their own live claim first, then expired claims,
-        then pending items in queue order. None when nothing is left to review."""
+    def claim_next(self, reviewer: str, lease_seconds: float | None = None, order: str | None = None) -> Item | None:
+        """Lease the next item to `reviewer`: their own live claim first, then (at `gold_rate`)
+        a gold item, then expired claims, then pending items in `order` (default: the store's).
+        None when nothing is left to review. An overlap item comes back as the reviewer sees it:
+        their own caption and their own review's version (pass it as `expected_version`)."""
         reviewer = check_name(reviewer)
         lease = timedelta(seconds=self.lease_seconds if lease_seconds is None else lease_seconds)
+        order = check_order(order or self.order)
         for _ in range(_CLAIM_ATTEMPTS):
             try:
-                return self._claim_once(reviewer, lease)
+                return self._claim_once(reviewer, lease, order)
             except ConflictError:  # another reviewer took that item first: pick again
                 continue  # (only without SQLite's write lock, e.g. on PostgreSQL)
         raise ConflictError("the queue is too busy to claim an item right now; try again")
 
-    def _claim_once(self, reviewer: str, lease: timedelta) -> Item | None:
+    def _claim_once(self, reviewer: str, lease: timedelta, order: str) -> Item | None:
         with self._lease.begin() as conn:
             now = self._clock()
-            row = (conn.execute(_OWN_CLAIM, {"who": reviewer, "now": now}).mappings().first()
-                   or conn.execute(_EXPIRED_CLAIM, {"now": now}).mappings().first()
-                   or conn.execute(_PENDING).mappings().first())
+            params = {"who": reviewer, "now": now}
+            review = reviews.own_claim(conn, reviewer, now)
+            if review is not None:
+                return self._seen_by(conn, reviews.renew(conn, review, now, lease))
+            row = conn.execute(claims.OWN_CLAIM, params).mappings().first()
+            if row is None and self.gold_rate and self._random.random() < self.gold_rate:
+                row = conn.execute(claims.NEXT_GOLD, params).mappings().first()
+            row = (row or conn.execute(claims.EXPIRED_CLAIM, params).mappings().first()
+                   or conn.execute(claims.NEXT_PENDING[order], params).mappings().first())
             if row is None:
                 return None
+            if reviews.is_team(row):
+                return self._seen_by(conn, reviews.start(conn, row, reviewer, now, lease))
             self._change(conn, row, reviewer, "claim", status="in_review",
                          claimed_by=reviewer, lease_expires_at=now + lease)
             return views.load_item(conn, self.files, row["id"])
 
+    def _seen_by(self, conn: Connection, review) -> Item:
+        return reviews.as_seen_by(views.load_item(conn, self.files, review["item_id"], history=False), review)
+
     def submit_correction(self, item_id: int, reviewer: str, caption: str, expected_version: int,
-                          fields: dict[str, str] | None = None) -> int:
+                          fields: dict[str, str] | None = None, tags: Sequence[str] | None = None) -> int:
         """Save a corrected caption (and structured fields); returns the item's new version.
 
         Refused with `ConflictError` when the item changed since `expected_version` was read.
-        `fields=None` keeps the current structured fields; `{}` clears them.
+        `fields=None` keeps the current structured fields; `{}` clears them. `tags`: what the
+        correction fixed (records.TAGS); None keeps the current tags.
         """
         reviewer = check_name(reviewer)
         caption = check_caption(caption)
-        clean_fields = check_fields(fields)
+        clean_fields, clean_tags = check_fields(fields), check_tags(tags)
         with self._durable.begin() as conn:
-            row = self._workable(conn, item_id, reviewer, expected_version)
-            now = self._clock()
+            row, now = self._get(conn, item_id, lock=True), self._clock()
+            if reviews.is_team(row):
+                return reviews.correct(conn, row, reviewer, caption, expected_version, clean_fields, clean_tags,
+                                       now, timedelta(seconds=self.lease_seconds))
+            self._workable(row, reviewer, expected_version)
             if clean_fields is None:
                 clean_fields = json.loads(row["fields_json"]) if row["fields_json"] else {}
             conn.execute(_ADD_REVISION, {"item_id": item_id, "caption": caption, "reviewer": reviewer,
@@ -198,16 +245,22 @@ class Store:
                 conn, row, reviewer, "correct", status="in_review", claimed_by=reviewer,
                 lease_expires_at=now + timedelta(seconds=self.lease_seconds), caption=caption,
                 fields_json=json.dumps(clean_fields, ensure_ascii=False) if clean_fields else None,
+                **({} if clean_tags is None else {"tags_json": json.dumps(clean_tags) if clean_tags else None}),
             )
 
-    def approve(self, item_id: int, reviewer: str, expected_version: int | None = None) -> int:
-        """Approve the item's latest caption; records the draft->final edit rate."""
-        reviewer = check_name(reviewer)
+    def approve(self, item_id: int, reviewer: str, expected_version: int | None = None,
+                tags: Sequence[str] | None = None) -> int:
+        """Approve the item's latest caption; records the draft->final edit rate (and `tags`)."""
+        reviewer, tags = check_name(reviewer), check_tags(tags)
         with self._durable.begin() as conn:
-            row = self._workable(conn, item_id, reviewer, expected_version)
+            row = self._get(conn, item_id, lock=True)
+            if reviews.is_team(row):
+                return self._team_decide(conn, row, reviewer, "approved", expected_version, tags=tags)
+            self._workable(row, reviewer, expected_version)
             final = row["caption"] if row["caption"] is not None else row["draft_caption"]
+            extra = {} if tags is None else {"tags_json": json.dumps(tags) if tags else None}
             return self._decide(conn, row, reviewer, "approve", "approved",
-                                edit_rate=edit_rate(row["draft_caption"], final))
+                                edit_rate=edit_rate(row["draft_caption"], final), **extra)
 
     def reject(self, item_id: int, reviewer: str, reason: str,
                expected_version: int | None = None) -> int:
@@ -215,7 +268,10 @@ class Store:
         if not isinstance(reason, str) or not reason.strip():
             raise InvalidInput("say why the item is rejected (a reason is required)")
         with self._durable.begin() as conn:
-            row = self._workable(conn, item_id, reviewer, expected_version)
+            row = self._get(conn, item_id, lock=True)
+            if reviews.is_team(row):
+                return self._team_decide(conn, row, reviewer, "rejected", expected_version, reason=reason.strip())
+            self._workable(row, reviewer, expected_version)
             return self._decide(conn, row, reviewer, "reject", "rejected",
                                 reject_reason=reason.strip(), detail=reason.strip())
 
@@ -223,14 +279,28 @@ class Store:
         """Set the item aside (status `skipped`); `reassign` puts it back in the queue."""
         reviewer = check_name(reviewer)
         with self._durable.begin() as conn:
-            row = self._workable(conn, item_id, reviewer, expected_version)
+            row = self._get(conn, item_id, lock=True)
+            if reviews.is_team(row):
+                return self._team_decide(conn, row, reviewer, "skipped", expected_version)
+            self._workable(row, reviewer, expected_version)
             return self._decide(conn, row, reviewer, "skip", "skipped")
+
+    def _team_decide(self, conn: Connection, row, reviewer: str, verdict: str, expected_version: int | None,
+                     **extra) -> int:
+        def finalize(conn, item, **values):
+            self._change(conn, item, None, "finalize", decided_at=self._clock(), **values)
+
+        return reviews.decide(conn, row, reviewer, verdict, expected_version, self._clock(), edit_rate,
+                              finalize, **extra)
 
     def release(self, item_id: int, reviewer: str) -> int:
         """Give a claimed item back to the queue (status `pending`) without deciding."""
         reviewer = check_name(reviewer)
         with self._durable.begin() as conn:
-            row = self._get(conn, item_id)
+            row = self._get(conn, item_id, lock=True)
+            if reviews.is_team(row):
+                reviews.give_back(conn, row, reviewer, self._clock())
+                return row["version"]
             if row["status"] != "in_review" or row["claimed_by"] != reviewer:
                 raise InvalidTransition(f"item {item_id} is not claimed by {reviewer}")
             return self._change(conn, row, reviewer, "release", status="pending",
@@ -239,12 +309,14 @@ class Store:
     def reassign(self, item_id: int) -> int:
         """Put any item back to `pending` (clearing claim and decision; captions are kept)."""
         with self._durable.begin() as conn:
-            row = self._get(conn, item_id)
+            row = self._get(conn, item_id, lock=True)
+            if reviews.is_team(row) and row["gold_caption"] is None:
+                reviews.archive(conn, item_id)  # an overlap item is reviewed afresh by N reviewers
             if row["status"] == "pending":
                 return row["version"]
             return self._change(conn, row, None, "reassign", status="pending", claimed_by=None,
                                 lease_expires_at=None, reject_reason=None, decided_by=None,
-                                decided_at=None, edit_rate=None)
+                                decided_at=None, edit_rate=None, final_source=None)
 
     def undo_last(self, reviewer: str) -> Item:
         """Undo `reviewer`'s most recent correction/approve/reject/skip/release.
@@ -257,7 +329,11 @@ class Store:
             action = conn.execute(_LAST_UNDOABLE, {"who": reviewer}).mappings().first()
             if action is None:
                 raise NothingToUndo(reviewer)
-            row = self._get(conn, action["item_id"])
+            row = self._get(conn, action["item_id"], lock=True)
+            if "review_id" in json.loads(action["before_json"]):  # an independent review's action
+                reviews.undo(conn, row, action, reviewer, self._clock(), timedelta(seconds=self.lease_seconds))
+                conn.execute(_MARK_UNDONE, {"b_id": action["id"], "undone_at": self._clock()})
+                return self._seen_by(conn, reviews.mine(conn, row["id"], reviewer))
             later = conn.execute(_LATER_ACTIONS, {"item_id": row["id"], "after": action["id"]}).mappings().all()
             # Later actions on the item are fine only if they were undone, or were this
             # reviewer's own undos and re-claims: then the item is as the action left it.
@@ -273,59 +349,17 @@ class Store:
             conn.execute(_MARK_UNDONE, {"b_id": action["id"], "undone_at": self._clock()})
             return views.load_item(conn, self.files, row["id"])
 
-    # ---- reading -----------------------------------------------------------------------
-
-    def get_item(self, item_id: int) -> Item:
-        """The item with its image, draft, latest caption and fields, and full history."""
-        with self.engine.connect() as conn:
-            item = views.load_item(conn, self.files, item_id)
-        if item is None:
-            raise ItemNotFound(item_id)
-        return item
-
-    def list_items(self, status: str | None = None, limit: int = 50, after_id: int = 0) -> list[Item]:
-        """Items in queue order (without history), optionally of one status; page with after_id."""
-        query = views.ITEM_WITH_IMAGE
-        if status is not None:
-            if status not in STATUSES:
-                raise InvalidInput(f"unknown status {status!r}; use one of {', '.join(STATUSES)}")
-            query = query.where(ITEMS.c.status == status)
-        query = query.where(ITEMS.c.id > after_id).order_by(ITEMS.c.id).limit(limit)
-        with self.engine.connect() as conn:
-            return [views.to_item(row, self.files) for row in conn.execute(query).mappings()]
-
-    def counts(self) -> dict[str, int]:
-        """Number of items per status (every status present)."""
-        with self.engine.connect() as conn:
-            return views.counts(conn)
-
-    def stats(self) -> dict:
-        """Counts per status, per reviewer and per model version (approval and edit rates)."""
-        with self.engine.connect() as conn:
-            by_status = views.counts(conn)
-            return {
-                "total": sum(by_status.values()),
-                "by_status": by_status,
-                "by_reviewer": views.reviewer_table(conn),
-                "by_model_version": views.model_table(conn),
-            }
-
-    def reviewer_counts(self, name: str) -> dict:
-        """One reviewer's approved/rejected/skipped/corrections/in_review counts."""
-        with self.engine.connect() as conn:
-            return views.reviewer_table(conn, name).get(name, views.empty_reviewer_row())
-
     # ---- internals ---------------------------------------------------------------------
 
-    def _get(self, conn: Connection, item_id: int):
-        row = conn.execute(_ITEM, {"item_id": item_id}).mappings().first()
+    def _get(self, conn: Connection, item_id: int, lock: bool = False):
+        row = conn.execute(_ITEM_FOR_UPDATE if lock else _ITEM, {"item_id": item_id}).mappings().first()
         if row is None:
             raise ItemNotFound(item_id)
         return row
 
-    def _workable(self, conn: Connection, item_id: int, reviewer: str, expected_version: int | None):
+    def _workable(self, row, reviewer: str, expected_version: int | None):
         """The item's row, if `reviewer` may act on it now at `expected_version`."""
-        row = self._get(conn, item_id)
+        item_id = row["id"]
         if expected_version is not None and row["version"] != expected_version:
             raise ConflictError(
                 f"item {item_id} changed since you loaded it (your version {expected_version}, "

@@ -58,6 +58,8 @@ def to_item(row, files: ImageFiles, revisions=(), actions=()) -> Item:
         preset=row["preset"],
         prompt=row["prompt"],
         settings=json.loads(row["settings_json"] or "{}"),
+        confidence_mean=row["confidence_mean"],
+        confidence_min=row["confidence_min"],
     )
     ref = ImageRef(
         sha256=row["sha256"],
@@ -86,6 +88,9 @@ def to_item(row, files: ImageFiles, revisions=(), actions=()) -> Item:
         created_at=row["created_at"],
         history=tuple(revisions),
         actions=tuple(actions),
+        overlap=row["overlap"],
+        tags=tuple(json.loads(row["tags_json"])) if row["tags_json"] else (),
+        final_source=row["final_source"],
     )
 
 

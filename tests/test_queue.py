@@ -1,5 +1,5 @@
-"""Review-queue operations on a real SQLite file: claims, corrections, decisions, undo, leases,
-optimistic locking, 16 concurrent reviewers, migrations."""
+"""Review-queue operations on a real SQLite file and on a real PostgreSQL server: claims,
+corrections, decisions, undo, leases, optimistic locking, 16 concurrent reviewers, migrations."""
 
 import sqlite3
 import threading
@@ -12,11 +12,14 @@ from rapidfuzz.distance import Levenshtein
 from sqlalchemy import inspect
 
 from annotate import errors
-from annotate.db import migrate
+from alembic.script import ScriptDirectory
+
+from annotate.db import MIGRATIONS, migrate
 from annotate.records import Draft, NewItem
 from annotate.schema import Base
 from annotate.store import Store
 from tests.conftest import ASTRONAUT
+from tests.pg_server import pg_server  # noqa: F401  (session-scoped PostgreSQL server)
 
 DRAFT = Draft("demo", "v1", "a person standing outside", preset="detailed", prompt="Describe the photo.",
               settings={"max_new_tokens": 64})
@@ -35,8 +38,22 @@ class Clock:
         self.now += timedelta(seconds=seconds)
 
 
+@pytest.fixture(params=["sqlite", "postgresql"])
+def db_url(request, tmp_path):
+    """A new, empty database of each kind: a SQLite file, a database on the test server."""
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path / 'queue.db'}"
+    return request.getfixturevalue("pg_server").fresh_database()
+
+
 @pytest.fixture
-def store(tmp_path):
+def store(db_url, tmp_path):
+    with Store(db_url, tmp_path / "data") as opened:
+        yield opened
+
+
+@pytest.fixture
+def sqlite_store(tmp_path):
     with Store(f"sqlite:///{tmp_path / 'queue.db'}", tmp_path / "data") as opened:
         yield opened
 
@@ -135,9 +152,9 @@ def test_stale_save_is_a_conflict_never_an_overwrite(store):
     assert store.get_item(item.id).status == "in_review"
 
 
-def test_lease_expiry_gives_abandoned_items_back(tmp_path):
+def test_lease_expiry_gives_abandoned_items_back(db_url, tmp_path):
     clock = Clock()
-    with Store(f"sqlite:///{tmp_path / 'q.db'}", tmp_path / "data", clock=clock) as store:
+    with Store(db_url, tmp_path / "data", clock=clock) as store:
         url_items(store, 1)
         held = store.claim_next("alice", lease_seconds=60)
         assert store.claim_next("bob") is None  # alice's lease is live
@@ -179,9 +196,9 @@ def test_undo_restores_the_state_before_each_action(store):
         store.undo_last("carol")
 
 
-def test_sixteen_reviewers_at_once(tmp_path):
+def test_sixteen_reviewers_at_once(db_url, tmp_path):
     """No item claimed twice, no correction lost, every item in exactly one final state."""
-    url = f"sqlite:///{tmp_path / 'q.db'}"
+    url = db_url
     stores = [Store(url, tmp_path / "data"), Store(url, tmp_path / "data")]  # two engines, one file
     n_items = 400
     url_items(stores[0], n_items)
@@ -226,7 +243,8 @@ def test_sixteen_reviewers_at_once(tmp_path):
         store.close()
 
 
-def test_connections_use_wal_full_sync_and_begin_immediate(store):
+def test_connections_use_wal_full_sync_and_begin_immediate(sqlite_store):
+    store = sqlite_store
     url_items(store, 1)
     store.claim_next("alice")  # a claim commits with synchronous=NORMAL, then restores FULL
     with store.engine.connect() as conn:
@@ -244,8 +262,8 @@ def test_connections_use_wal_full_sync_and_begin_immediate(store):
     other.close()
 
 
-def test_migrations_are_idempotent_and_match_the_models(tmp_path):
-    url = f"sqlite:///{tmp_path / 'q.db'}"
+def test_migrations_are_idempotent_and_match_the_models(db_url, tmp_path):
+    url = db_url
     with Store(url, tmp_path / "data") as first:
         url_items(first, 3)
         migrate(first.engine)  # again, on an up-to-date database
@@ -254,7 +272,8 @@ def test_migrations_are_idempotent_and_match_the_models(tmp_path):
         assert second.counts()["pending"] == 3
         inspector = inspect(second.engine)
         with second.engine.connect() as conn:
-            assert conn.exec_driver_sql("SELECT version_num FROM alembic_version").scalars().all() == ["0001"]
+            head = ScriptDirectory(str(MIGRATIONS)).get_current_head()
+            assert conn.exec_driver_sql("SELECT version_num FROM alembic_version").scalars().all() == [head]
         for table in Base.metadata.sorted_tables:
             in_db = {column["name"] for column in inspector.get_columns(table.name)}
             assert in_db == set(table.columns.keys()), table.name
