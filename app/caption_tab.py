@@ -6,12 +6,12 @@ wires the events. Per-user state (the photo and the conversation) lives in `gr.S
 
 from __future__ import annotations
 
-from functools import partial
 from pathlib import Path
 
 import gradio as gr
 
 from app.components import PhotoInput
+from app.guard import ask, user_error
 from model.generate import GenerationSettings
 from model.images import ImageError, load_image
 from model.prompts import PRESETS, resolve_prompt
@@ -130,8 +130,13 @@ def model_status(slot: ModelSlot) -> tuple[str, str]:
     return line, banner
 
 
-def build_caption_tab(slot: ModelSlot, on_send_to_review=None) -> dict:
-    """Lay out the tab inside the current `gr.Blocks`; returns components other tabs reuse."""
+def build_caption_tab(services, on_send_to_review=None) -> dict:
+    """Lay out the tab inside the current `gr.Blocks`; returns components other tabs reuse.
+
+    Every event asks the policy (app/guard.py) and applies its limits before the model runs.
+    """
+    slot, policy = services.slot, services.policy
+    limits = policy.config.limits
     session = gr.State(new_session())
     with gr.Row():
         with gr.Column(scale=5):
@@ -140,9 +145,11 @@ def build_caption_tab(slot: ModelSlot, on_send_to_review=None) -> dict:
             gr.Examples(examples=[[p] for p in examples], inputs=[photo], label="Examples (public domain)")
             with gr.Row():
                 preset = gr.Dropdown(list(PRESETS), value="detailed", label="Preset", scale=1)
-                prompt = gr.Textbox(label="Or your own prompt", placeholder="e.g. What is she holding?", scale=2)
+                prompt = gr.Textbox(label="Or your own prompt", placeholder="e.g. What is she holding?", scale=2,
+                                    max_length=limits.max_prompt_chars)
             with gr.Accordion("Generation settings", open=False):
-                max_new = gr.Slider(16, 1024, value=400, step=8, label="Max new tokens")
+                max_new = gr.Slider(16, limits.max_new_tokens, value=min(400, limits.max_new_tokens), step=8,
+                                    label="Max new tokens")
                 temperature = gr.Slider(0, 1.5, value=0, step=0.05, label="Temperature (0 = greedy)")
                 top_p = gr.Slider(0.05, 1, value=0.9, step=0.05, label="Top-p")
                 rep = gr.Slider(1, 2, value=1.0, step=0.05, label="Repetition penalty")
@@ -157,27 +164,54 @@ def build_caption_tab(slot: ModelSlot, on_send_to_review=None) -> dict:
                                  sanitize_html=True, render_markdown=True)
             with gr.Row():
                 message = gr.Textbox(label="Ask about the photo", placeholder="What is the person wearing?",
-                                     scale=4, elem_id="chat-in", submit_btn=True)
+                                     scale=4, elem_id="chat-in", submit_btn=True, max_length=limits.max_prompt_chars)
             with gr.Row():
                 regen_btn = gr.Button("Regenerate")
                 clear_btn = gr.Button("Clear")
     settings = [max_new, temperature, top_p, rep]
+
+    # Closures, not functools.partial: Gradio finds gr.Request by the parameter's type hint.
+    def on_caption(photo: str, preset: str, prompt: str, max_new: float, temperature: float, top_p: float,
+                   rep: float, request: gr.Request):
+        ask(services, "caption", request)
+        prompt = _checked(policy, prompt, "prompt")
+        yield from caption_photo(slot, photo, preset, prompt, policy.cap_tokens(max_new), temperature, top_p, rep)
+
+    def on_chat(message: str, session: dict, photo: str, max_new: float, temperature: float, top_p: float,
+                rep: float, request: gr.Request):
+        ask(services, "chat", request)
+        message = _checked(policy, message, "message")
+        session = {**session, "turns": policy.trim_turns(session.get("turns") or [])} if session else session
+        yield from chat(slot, message, session, photo, policy.cap_tokens(max_new), temperature, top_p, rep)
+
+    def on_regenerate(session: dict, photo: str, max_new: float, temperature: float, top_p: float, rep: float,
+                      request: gr.Request):
+        ask(services, "chat", request)
+        session = {**session, "turns": policy.trim_turns(session.get("turns") or [])} if session else session
+        yield from regenerate(slot, session, photo, policy.cap_tokens(max_new), temperature, top_p, rep)
+
     gpu = {"concurrency_id": GPU, "concurrency_limit": 1}
-    cap_event = caption_btn.click(partial(caption_photo, slot),
-                                  [photo, preset, prompt, *settings], [caption, chatbot, session],
-                                  api_name="caption", **gpu)
-    chat_event = message.submit(partial(chat, slot),
-                                [message, session, photo, *settings], [message, chatbot, session],
-                                api_name="chat", **gpu)
-    regen_event = regen_btn.click(partial(regenerate, slot),
-                                  [session, photo, *settings], [message, chatbot, session],
-                                  api_name="regenerate", **gpu)
-    stop_btn.click(None, cancels=[cap_event, chat_event, regen_event])
-    clear_btn.click(clear_chat, [photo], [chatbot, session, message], api_name="clear_chat")
+    ui = {"api_visibility": "undocumented"}  # the documented API is app/api.py
+    cap_event = caption_btn.click(on_caption, [photo, preset, prompt, *settings], [caption, chatbot, session],
+                                  api_name="ui_caption", **ui, **gpu)
+    chat_event = message.submit(on_chat, [message, session, photo, *settings], [message, chatbot, session],
+                                api_name="ui_chat", **ui, **gpu)
+    regen_event = regen_btn.click(on_regenerate, [session, photo, *settings], [message, chatbot, session],
+                                  api_name="ui_regenerate", **ui, **gpu)
+    stop_btn.click(None, cancels=[cap_event, chat_event, regen_event], api_visibility="private")
+    clear_btn.click(clear_chat, [photo], [chatbot, session, message], api_name="ui_clear_chat", **ui)
     # A new photo starts afresh: the caption on screen described the old one.
-    photo.change(lambda p: (*clear_chat(p), ""), [photo], [chatbot, session, message, caption], api_name=False)
+    photo.change(lambda p: (*clear_chat(p), ""), [photo], [chatbot, session, message, caption],
+                 api_visibility="private")
     if on_send_to_review is not None:
-        review_btn.click(on_send_to_review, [session, caption], [], api_name="send_to_review")
+        review_btn.click(on_send_to_review, [session, caption], [], api_name="ui_send_to_review", **ui)
     else:
         review_btn.visible = False
-    return {"photo": photo, "caption": caption, "session": session}
+    return {"photo": photo, "caption": caption, "session": session, "review_btn": review_btn}
+
+
+def _checked(policy, text: str | None, what: str) -> str:
+    try:
+        return policy.check_text(text, what)
+    except Exception as exc:
+        raise user_error(exc) from None

@@ -6,6 +6,7 @@ never as HTML, so a caption such as `<img src=x onerror=...>` stays inert text.
 
 
 import difflib
+from dataclasses import replace
 import shutil
 import time
 from pathlib import Path
@@ -13,6 +14,8 @@ from pathlib import Path
 import gradio as gr
 
 from annotate.records import FIELDS
+from app.guard import ask, audit, md, user_error
+from app.policy import Identity
 
 # Alt+key shortcuts (plain letters would fire while typing a caption).
 SHORTCUTS = {"claim-btn": "n", "approve-btn": "a", "reject-btn": "r", "skip-btn": "s", "undo-btn": "z"}
@@ -50,19 +53,19 @@ def word_diff(draft: str, final: str) -> list[tuple[str, str | None]]:
     return out
 
 
-def _reviewer(name: str | None, request: gr.Request | None, auth_enabled: bool) -> str:
-    if auth_enabled and request is not None and getattr(request, "username", None):
-        return request.username
+def _reviewer(services, name: str | None, request, profile=None, action: str = "review") -> Identity:
+    """Who signs this review: the signed-in identity; on a laptop (local mode), the name typed."""
+    identity = ask(services, action, request, profile)
+    if not services.local:
+        return identity
     name = (name or "").strip()
     if not name:
         raise gr.Error("Type your name in the 'Reviewer' box first: every correction is signed.")
-    return name
+    return replace(identity, name=name)
 
 
 def _user_error(exc: Exception):
-    if getattr(exc, "user_facing", False):
-        return gr.Error(str(exc))
-    return exc
+    return user_error(exc)
 
 
 def _counts_md(store, reviewer: str | None) -> str:
@@ -70,7 +73,7 @@ def _counts_md(store, reviewer: str | None) -> str:
     line = " · ".join(f"{k.replace('_', ' ')}: **{v}**" for k, v in counts.items())
     if reviewer:
         mine = store.reviewer_counts(reviewer)
-        line += "  \n**You** (" + reviewer + "): " + " · ".join(f"{k.replace('_', ' ')} {_num(v)}" for k, v in mine.items())
+        line += "  \n**You** (" + md(reviewer) + "): " + " · ".join(f"{k.replace('_', ' ')} {_num(v)}" for k, v in mine.items())
     return line
 
 
@@ -80,15 +83,16 @@ def _num(value) -> str:
     return f"{value:.2f}" if isinstance(value, float) else str(value)
 
 
-def _view(store, item, reviewer: str | None, note: str = "") -> tuple:
+def _view(services, item, reviewer: str | None, note: str = "") -> tuple:
     """Everything the tab shows for one item (or for an empty queue when item is None)."""
+    store = services.store
     if item is None:
         blank = ("", "", *[""] * len(FIELDS), [], [])  # draft, caption, fields, diff, history
         return (None, "", *blank, (f"{note} · " if note else "") + "Nothing left to review. 🎉", _counts_md(store, reviewer), dict(EMPTY))
-    image_path = str(item.image.path) if item.image.path and Path(item.image.path).exists() else None
-    source = "" if image_path else f"Image not stored locally; source URL: `{item.image.url}`"
+    image_path = services.outbox.copy(item.image.path) if item.image.path and Path(item.image.path).exists() else None
+    source = "" if image_path else f"Image not stored locally; source URL: {md(item.image.url)}"
     history = [[r.created_at.strftime("%Y-%m-%d %H:%M:%S"), r.reviewer, r.kind, r.caption] for r in item.history]
-    status = (f"Item **{item.id}** · status **{item.status}** · model `{item.draft.model_version}`"
+    status = (f"Item **{item.id}** · status **{item.status}** · model {md(item.draft.model_version)}"
               + (f" · {note}" if note else ""))
     fields = [item.fields.get(f, "") for f in FIELDS]
     return (image_path, source, item.draft.caption, item.caption, *fields,
@@ -96,10 +100,10 @@ def _view(store, item, reviewer: str | None, note: str = "") -> tuple:
             _counts_md(store, reviewer), {"item_id": item.id, "version": item.version})
 
 
-def claim_next(store, auth_enabled, name, request: gr.Request):
-    reviewer = _reviewer(name, request, auth_enabled)
+def claim_next(services, name, request, profile=None):
+    reviewer = _reviewer(services, name, request, profile).name
     try:
-        return _view(store, store.claim_next(reviewer), reviewer)
+        return _view(services, services.store.claim_next(reviewer), reviewer)
     except Exception as exc:
         raise _user_error(exc) from None
 
@@ -115,31 +119,37 @@ def _save_if_changed(store, state, reviewer, caption, fields: dict) -> int:
                                    fields={k: v for k, v in fields.items() if v and v.strip()})
 
 
-def decide(store, auth_enabled, action, state, name, caption, face, body, act, background, reason,
-           request: gr.Request):
+def decide(services, action, state, name, caption, face, body, act, background, reason, request, profile=None):
     """Approve (saving the edit first), reject with a reason, or skip; then claim the next item."""
-    reviewer = _reviewer(name, request, auth_enabled)
+    store = services.store
+    identity = _reviewer(services, name, request, profile)
+    reviewer = identity.name
     if not state or state.get("item_id") is None:
         raise gr.Error("Claim an item first.")
     item_id = state["item_id"]
     try:
         if action == "approve":
             fields = dict(zip(FIELDS, (face, body, act, background)))
+            for text in (caption, *fields.values()):
+                services.policy.check_caption(text)
             version = _save_if_changed(store, state, reviewer, caption, fields)
             store.approve(item_id, reviewer, expected_version=version)
         elif action == "reject":
             if not (reason or "").strip():
                 raise gr.Error("Give a reason to reject (e.g. 'not a photo of a person').")
-            store.reject(item_id, reviewer, reason.strip(), expected_version=state["version"])
+            store.reject(item_id, reviewer, services.policy.check_text(reason.strip(), "reason"),
+                         expected_version=state["version"])
         else:
             store.skip(item_id, reviewer, expected_version=state["version"])
-        return _view(store, store.claim_next(reviewer), reviewer, note=f"item {item_id} {action_past(action)}")
+        if action != "skip":
+            audit(services, identity, action, f"item {item_id}", reason.strip() if action == "reject" else None)
+        return _view(services, store.claim_next(reviewer), reviewer, note=f"item {item_id} {action_past(action)}")
     except gr.Error:
         raise
     except Exception as exc:
         if getattr(exc, "user_facing", False):
             gr.Warning(str(exc))
-            return _keep_typed(_view(store, store.get_item(item_id), reviewer, note="reloaded: see the warning"),
+            return _keep_typed(_view(services, store.get_item(item_id), reviewer, note="reloaded: see the warning"),
                                caption, [face, body, act, background])
         raise
 
@@ -156,10 +166,11 @@ def action_past(action: str) -> str:
     return {"approve": "approved", "reject": "rejected", "skip": "skipped"}[action]
 
 
-def undo(store, auth_enabled, state, name, request: gr.Request):
+def undo(services, state, name, request, profile=None):
     """Undo the reviewer's last decision; the item claimed after it goes back to the queue,
     so the reviewer holds one claim, the item brought back."""
-    reviewer = _reviewer(name, request, auth_enabled)
+    store = services.store
+    reviewer = _reviewer(services, name, request, profile).name
     try:
         item = store.undo_last(reviewer)
     except Exception as exc:
@@ -169,17 +180,19 @@ def undo(store, auth_enabled, state, name, request: gr.Request):
         current = store.get_item(shown)
         if current.status == "in_review" and current.claimed_by == reviewer:
             store.release(shown, reviewer)
-    return _view(store, item, reviewer, note="last action undone")
+    return _view(services, item, reviewer, note="last action undone")
 
 
-def return_skipped(store, auth_enabled, name, request: gr.Request):
-    """Put every skipped item back in the queue (skipping parks an item until then)."""
-    reviewer = _reviewer(name, request, auth_enabled)
+def return_skipped(services, name, request, profile=None):
+    """Put every skipped item back in the queue (skipping parks an item until then): an admin's call."""
+    identity = ask(services, "reassign", request, profile)
+    store = services.store
     skipped = [item.id for item in _all_items(store, "skipped")]
     for item_id in skipped:
         store.reassign(item_id)
+    audit(services, identity, "reassign", f"{len(skipped)} skipped items", "returned to the queue")
     gr.Info(f"{len(skipped)} skipped item{'' if len(skipped) == 1 else 's'} back in the queue.")
-    return _counts_md(store, reviewer)
+    return _counts_md(store, identity.name if not services.local else ((name or "").strip() or None))
 
 
 def _all_items(store, status: str, page: int = 500):
@@ -193,39 +206,53 @@ def live_diff(draft: str, caption: str):
     return word_diff(draft, caption)
 
 
-def run_export(store, fmt, status, blur, split, progress=gr.Progress()):
-    """Export into the data folder and offer the result (parquet/JSON, plus a zip) for download."""
+EXPORT_FORMATS = ("humancaptionhq", "llava")
+EXPORT_STATUSES = ("approved", "rejected", "skipped", "pending", "in_review")
+
+
+def run_export(services, identity, fmt, status, blur=False, split=0.9, progress=None):
+    """Export into the data folder; returns (summary, zip path in the outbox, single files)."""
     from annotate.export import export
 
+    if fmt not in EXPORT_FORMATS or status not in EXPORT_STATUSES:
+        raise gr.Error(f"Format is one of {', '.join(EXPORT_FORMATS)}; status one of {', '.join(EXPORT_STATUSES)}.")
+    if not 0.5 <= float(split) <= 1.0:
+        raise gr.Error("The train share is between 0.5 and 1.0.")
+    store = services.store
     total = store.counts().get(status, 0)
     if total == 0:
         raise gr.Error(f"No {status} items to export yet.")
     out = store.data_dir / "exports" / f"{time.strftime('%Y%m%d-%H%M%S')}-{fmt}"
     done = 0
-    progress(0, desc="exporting")
+    if progress is not None:
+        progress(0, desc="exporting")
 
     def step(rows: int) -> None:
         nonlocal done
         done += rows
-        progress(min(done / total, 1.0), desc=f"{done}/{total} rows")
+        if progress is not None:
+            progress(min(done / total, 1.0), desc=f"{done}/{total} rows")
 
     try:
         result = export(store, out, format=fmt, status=status, blur_faces=bool(blur), split=float(split), progress=step)
     except Exception as exc:
         raise _user_error(exc) from None
-    archive = shutil.make_archive(str(out), "zip", root_dir=out)
-    files = [archive, *sorted(str(p) for p in out.iterdir() if p.suffix in (".parquet", ".json"))]
-    return result.summary(), files
+    archive = shutil.make_archive(str(services.outbox.folder() / out.name), "zip", root_dir=out)
+    files = [services.outbox.copy(p) for p in sorted(out.iterdir()) if p.suffix in (".parquet", ".json")]
+    audit(services, identity, "export", out.name, f"{fmt}, {status}, {result.summary()}")
+    return result.summary(), archive, files
 
 
-def build_review_tab(services) -> str:
-    """Lay out the Review and Export tabs; returns JavaScript to run on page load (shortcuts)."""
-    store, auth = services.store, services.auth_enabled
+def build_review_tab(services) -> tuple[str, dict]:
+    """Lay out the Review and Export tabs; returns JavaScript to run on page load (shortcuts)
+    and the tabs by name (the page shows each to the roles that may use it)."""
+    store, local = services.store, services.local
     with gr.Tab("Review", id="review") as review_tab:
         # Inside the tab: a component directly under gr.Tabs() breaks the tab buttons.
         state = gr.State(dict(EMPTY))
         with gr.Row():
-            name = gr.Textbox(label="Reviewer", placeholder="your name", scale=1, visible=not auth, elem_id="reviewer")
+            name = gr.Textbox(label="Reviewer", placeholder="your name", scale=1, visible=local, elem_id="reviewer",
+                              max_length=200)
             counts = gr.Markdown(elem_id="queue-counts")
         with gr.Row():
             claim_btn = gr.Button(_label("Claim next", "claim-btn"), variant="primary", elem_id="claim-btn", scale=3)
@@ -238,7 +265,8 @@ def build_review_tab(services) -> str:
             with gr.Column(scale=6):
                 with gr.Row():
                     draft = gr.Textbox(label="Model draft", lines=8, interactive=False, elem_id="draft")
-                    caption = gr.Textbox(label="Your caption", lines=8, interactive=True, elem_id="caption-edit")
+                    caption = gr.Textbox(label="Your caption", lines=8, interactive=True, elem_id="caption-edit",
+                                         max_length=services.policy.config.limits.max_caption_chars)
                 diff = gr.HighlightedText(label="Draft → your caption (word diff)", combine_adjacent=True,
                                           color_map={"-": "red", "+": "green"}, elem_id="diff")
                 with gr.Accordion("Structured fields (optional)", open=False):
@@ -256,50 +284,63 @@ def build_review_tab(services) -> str:
                                interactive=False, wrap=True, elem_id="history")
     view = [photo, source, draft, caption, face, body, act, background, diff, history, status, counts, state]
     inputs = [state, name, caption, face, body, act, background, reason]
-    # Closures, not functools.partial: Gradio finds the gr.Request parameter by type hint.
-    def on_claim(name: str, request: gr.Request):
-        return claim_next(store, auth, name, request)
+
+    # Closures, not functools.partial: Gradio finds gr.Request / gr.OAuthProfile by type hint.
+    def on_claim(name: str, request: gr.Request, profile: gr.OAuthProfile | None):
+        return claim_next(services, name, request, profile)
 
     def on_decide(action: str):
         def handler(state: dict, name: str, caption: str, face: str, body: str, act: str, background: str,
-                    reason: str, request: gr.Request):
-            return decide(store, auth, action, state, name, caption, face, body, act, background, reason, request)
+                    reason: str, request: gr.Request, profile: gr.OAuthProfile | None):
+            return decide(services, action, state, name, caption, face, body, act, background, reason,
+                          request, profile)
         return handler
 
-    def on_undo(state: dict, name: str, request: gr.Request):
-        return undo(store, auth, state, name, request)
+    def on_undo(state: dict, name: str, request: gr.Request, profile: gr.OAuthProfile | None):
+        return undo(services, state, name, request, profile)
 
-    def on_open(name: str, request: gr.Request):  # the queue's counts before the first claim
-        signed = request.username if auth and getattr(request, "username", None) else (name or "").strip()
+    def on_open(name: str, request: gr.Request, profile: gr.OAuthProfile | None):  # counts before the first claim
+        identity = services.policy.identify(request, profile)
+        if not services.policy.allows(identity, "review"):
+            return ""
+        signed = (name or "").strip() if local else identity.name
         return _counts_md(store, signed or None)
 
-    def on_return_skipped(name: str, request: gr.Request):
-        return return_skipped(store, auth, name, request)
+    def on_return_skipped(name: str, request: gr.Request, profile: gr.OAuthProfile | None):
+        return return_skipped(services, name, request, profile)
 
-    review_tab.select(on_open, [name], [counts], api_name=False)
-    unskip_btn.click(on_return_skipped, [name], [counts], api_name="return_skipped")
-    claim_btn.click(on_claim, [name], view, api_name="claim_next")
+    ui = {"api_visibility": "undocumented"}  # the documented API is app/api.py
+    review_tab.select(on_open, [name], [counts], api_visibility="private")
+    unskip_btn.click(on_return_skipped, [name], [counts], api_name="ui_return_skipped", **ui)
+    claim_btn.click(on_claim, [name], view, api_name="ui_claim_next", **ui)
     for button, action in ((approve_btn, "approve"), (reject_btn, "reject"), (skip_btn, "skip")):
-        button.click(on_decide(action), inputs, view, api_name=action)
-    undo_btn.click(on_undo, [state, name], view, api_name="undo")
-    caption.change(live_diff, [draft, caption], [diff], api_name=False, show_progress="hidden", trigger_mode="always_last")
-    _build_export_tab(store)
-    return SHORTCUT_JS
+        button.click(on_decide(action), inputs, view, api_name=f"ui_{action}", **ui)
+    undo_btn.click(on_undo, [state, name], view, api_name="ui_undo", **ui)
+    caption.change(live_diff, [draft, caption], [diff], api_visibility="private", show_progress="hidden",
+                   trigger_mode="always_last")
+    export_tab = _build_export_tab(services)
+    return SHORTCUT_JS, {"review": review_tab, "export": export_tab}
 
 
-def _build_export_tab(store) -> None:
-    with gr.Tab("Export", id="export"):
+def _build_export_tab(services) -> gr.Tab:
+    with gr.Tab("Export", id="export") as tab:
         gr.Markdown("Approved captions in the HumanCaption-HQ format (parquet) or LLaVA instruction JSON, "
                     "with a deterministic train/held-out split by image hash. Images never carry EXIF/GPS.")
         with gr.Row():
-            fmt = gr.Radio(["humancaptionhq", "llava"], value="humancaptionhq", label="Format")
-            status = gr.Dropdown(["approved", "rejected", "skipped", "pending", "in_review"], value="approved", label="Status")
+            fmt = gr.Radio(list(EXPORT_FORMATS), value="humancaptionhq", label="Format")
+            status = gr.Dropdown(list(EXPORT_STATUSES), value="approved", label="Status")
             split = gr.Slider(0.5, 1.0, value=0.9, step=0.05, label="Train share")
             blur = gr.Checkbox(label="Blur faces in exported images")
         export_btn = gr.Button("Export", variant="primary", elem_id="export-btn")
         summary = gr.Textbox(label="Result", interactive=False)
         files = gr.File(label="Download", file_count="multiple", interactive=False)
-    def on_export(fmt: str, status: str, blur: bool, split: float, progress=gr.Progress()):
-        return run_export(store, fmt, status, blur, split, progress)
 
-    export_btn.click(on_export, [fmt, status, blur, split], [summary, files], api_name="export")
+    def on_export(fmt: str, status: str, blur: bool, split: float, request: gr.Request,
+                  profile: gr.OAuthProfile | None, progress=gr.Progress()):
+        identity = ask(services, "export", request, profile)
+        text, archive, singles = run_export(services, identity, fmt, status, blur, split, progress)
+        return text, [archive, *singles]
+
+    export_btn.click(on_export, [fmt, status, blur, split], [summary, files], api_name="ui_export",
+                     api_visibility="undocumented")
+    return tab

@@ -30,9 +30,69 @@ def register(subparsers) -> None:
     p.add_argument("--auth", type=parse_auth, default=os.environ.get("HUMANVLM_AUTH"),
                    help="log-in as 'user:password[,user2:password2]' (or $HUMANVLM_AUTH); reviewers are named by their log-in")
     p.add_argument("--no-store", action="store_true", help="serve the Caption & Chat tab only, without the review queue and training")
+    add_access_arguments(p)
     add_store_arguments(p)
     add_model_arguments(p)
     p.set_defaults(func=run_serve)
+
+
+def add_access_arguments(p) -> None:
+    """Roles and abuse limits (see app/policy.py and the README's "Hosting in public")."""
+    from app.policy import ADMINS_ENV, REVIEWERS_ENV, Limits
+
+    d = Limits()
+    g = p.add_argument_group("access and limits")
+    g.add_argument("--public", action="store_true",
+                   help="public mode even on a loopback address: rights come only from the role lists "
+                        "(implied by $SPACE_ID, a non-loopback --host, or --auth)")
+    g.add_argument("--admins", default=None, metavar="NAMES",
+                   help=f"comma-separated log-in or Hugging Face user names with every right; '*' = every "
+                        f"signed-in user (default ${ADMINS_ENV}; on a Space, its owner)")
+    g.add_argument("--reviewers", default=None, metavar="NAMES",
+                   help=f"names that may review ('*' = every signed-in user; default ${REVIEWERS_ENV}); "
+                        "with --auth every logged-in user is a reviewer")
+    g.add_argument("--visitors-can-send", action=argparse.BooleanOptionalAction, default=None,
+                   help="let anonymous visitors use 'Send to review' (rate-limited; default: on locally, off in public)")
+    g.add_argument("--bases", default="", metavar="IDS",
+                   help="comma-separated extra training bases admins may pick (besides the serving model and demo)")
+    g.add_argument("--max-file-mb", type=int, default=d.max_file_mb, help="largest upload, in MB (HTTP 413 above)")
+    g.add_argument("--max-prompt-chars", type=int, default=d.max_prompt_chars, help="longest prompt or chat message")
+    g.add_argument("--max-new-tokens", type=int, default=d.max_new_tokens, help="cap on the tokens one answer may ask for")
+    g.add_argument("--max-chat-turns", type=int, default=d.max_chat_turns, help="chat turns kept in the model's context")
+    g.add_argument("--max-caption-chars", type=int, default=d.max_caption_chars,
+                   help="longest caption accepted on edit and import")
+    g.add_argument("--queue-size", type=int, default=d.queue_size,
+                   help="requests that may wait for the model; more are told the queue is full")
+    g.add_argument("--retention-hours", type=float, default=d.retention_hours,
+                   help="temporary uploads, downloads and export folders older than this are deleted")
+
+
+def access_from_args(args):
+    from app.policy import Limits, resolve_access
+
+    limits = Limits(max_file_mb=args.max_file_mb, max_prompt_chars=args.max_prompt_chars,
+                    max_new_tokens=args.max_new_tokens, max_chat_turns=max(2, args.max_chat_turns),
+                    max_caption_chars=args.max_caption_chars, queue_size=args.queue_size,
+                    retention_hours=args.retention_hours)
+    return resolve_access(host=args.host, public=args.public, auth=bool(args.auth), admins=args.admins,
+                          reviewers=args.reviewers, visitors_can_send=args.visitors_can_send,
+                          bases=tuple(b.strip() for b in args.bases.split(",") if b.strip()), limits=limits)
+
+
+def launch(app, access, host: str, port: int | None, auth=None, prevent_thread_lock: bool = False, quiet=False):
+    """Launch with the limits applied where they belong: the upload route (413), the queue,
+    the log-in route (back-off per user name and address)."""
+    from starlette.middleware import Middleware
+
+    from app.policy import ClientAddressMiddleware, LoginGuard
+
+    limits = access.limits
+    app.queue(default_concurrency_limit=4, max_size=limits.queue_size)
+    app.launch(server_name=host, server_port=port, auth=LoginGuard(auth) if auth else None, show_error=False,
+               allowed_paths=[], footer_links=["api"], max_file_size=f"{limits.max_file_mb}mb",
+               app_kwargs={"middleware": [Middleware(ClientAddressMiddleware)]},
+               prevent_thread_lock=prevent_thread_lock, quiet=quiet)
+    return app
 
 
 def parse_auth(spec: str | None) -> list[tuple[str, str]] | None:
@@ -60,22 +120,44 @@ def run_serve(args) -> int:
     from app.ui import Services, build_app
     from model.slot import ModelSlot
 
+    from app.policy import Policy
+
     auth = args.auth  # parsed by argparse (parse_auth), $HUMANVLM_AUTH included
+    access = access_from_args(args)
+    print(f"Access: {access.mode} mode" + ("" if access.mode == "local" else
+          f"; admins: {', '.join(sorted(access.admins)) or 'none (nobody can train, export or swap)'}"), file=sys.stderr)
     slot = ModelSlot(config_from_args(args))
     vlm = slot.get()  # load before serving: the first visitor should not wait for it
     print(f"Model: {vlm.info.describe()}", file=sys.stderr)
     if vlm.info.is_demo and vlm.info.note:
         print(vlm.info.note, file=sys.stderr)
-    services = Services(slot=slot, store=_open_store(args), jobs=_job_runner(args), auth_enabled=bool(auth))
+    services = Services(slot=slot, store=_open_store(args), jobs=_job_runner(args), policy=Policy(access))
+    _start_cleanup(services)
     app = build_app(services)
-    app.queue(default_concurrency_limit=4)
     try:
-        app.launch(server_name=args.host, server_port=args.port, auth=auth, show_error=False,
-                   allowed_paths=[], footer_links=["api"],
-                   prevent_thread_lock=getattr(args, "prevent_thread_lock", False))
+        launch(app, access, args.host, args.port, auth, getattr(args, "prevent_thread_lock", False))
     except OSError as exc:  # typically the port is taken
         raise ServeError(f"cannot serve on {args.host}:{args.port}: {exc}; choose another with --port") from exc
     return 0
+
+
+def _start_cleanup(services) -> None:
+    """Delete old downloads and export folders on a schedule (a daemon thread, hourly)."""
+    import threading
+    import time
+
+    from app.guard import sweep_old_files
+
+    retention = services.policy.config.limits.retention_hours * 3600
+
+    def loop():
+        while True:
+            services.outbox.sweep()
+            if services.store is not None:
+                sweep_old_files(services.store.data_dir / "exports", retention)
+            time.sleep(min(3600, max(60, retention / 4)))
+
+    threading.Thread(target=loop, name="cleanup", daemon=True).start()
 
 
 class ServeError(RuntimeError):

@@ -8,11 +8,14 @@ the job row, its status file, its loss curve and its log. Nothing here touches S
 from __future__ import annotations
 
 import html
+import json
+from pathlib import Path
 
 import gradio as gr
 import pandas as pd
 
 from app.components import PhotoInput
+from app.guard import ask, audit, md, user_error
 from model.generate import GenerationSettings
 from model.images import ImageError, load_image
 from model.prompts import PRESETS
@@ -29,9 +32,31 @@ GPU = {"concurrency_id": "gpu", "concurrency_limit": 1}  # shared with the Capti
 
 
 def _user_error(exc: Exception):
-    if getattr(exc, "user_facing", False):
-        raise gr.Error(str(exc)) from None
-    raise exc
+    raise user_error(exc) from None
+
+
+def allowed_bases(services) -> list[str]:
+    """What a training run may start from: the serving model's base, the demo model, --bases.
+
+    In public mode nothing else is accepted: no typed paths or hub ids (they probe the server)."""
+    names = [_base(services), "demo", *services.policy.config.bases]
+    return list(dict.fromkeys(names))
+
+
+def _checked_base(services, base: str | None) -> str | None:
+    base = (base or "").strip() or None
+    if base is not None and not services.local and base not in allowed_bases(services):
+        raise gr.Error(f"Pick a base from the list ({', '.join(allowed_bases(services))}); "
+                       "an admin adds more with --bases.")
+    return base
+
+
+def version_by_name(services, name: str) -> str:
+    """The dropdown value of a version named by the caller; only listed versions are accepted."""
+    for label, value in version_choices(services.jobs.config.models_dir, _base(services)):
+        if name in (value, label) or (value != BASE_CHOICE and Path(value).name == name):
+            return value
+    raise gr.Error(f"No version named {name!r}; list them with /versions.")
 
 
 # ---- Train tab handlers ------------------------------------------------------------------------
@@ -53,18 +78,21 @@ def _number(value, kind=float):
     return None if value in (None, "") or float(value) == 0 else kind(value)
 
 
-def start_job(services, base, method, epochs, max_steps, lr, batch_size) -> str:
-    settings = {"base": (base or "").strip() or None, "method": method, "epochs": _number(epochs),
+def start_job(services, identity, base, method, epochs, max_steps, lr, batch_size) -> str:
+    if method not in METHODS:
+        raise gr.Error(f"Method is one of {', '.join(METHODS)}.")
+    settings = {"base": _checked_base(services, base), "method": method, "epochs": _number(epochs),
                 "max_steps": _number(max_steps, int), "lr": _number(lr), "batch_size": _number(batch_size, int)}
     try:
         job = services.jobs.start({k: v for k, v in settings.items() if v is not None}, store=services.store)
     except Exception as exc:
         _user_error(exc)
+    audit(services, identity, "train", f"job {job.id}", json.dumps(job.options, default=str))
     gr.Info(f"Training job {job.id} started.")
     return f"Job {job.id} queued: exporting the approved corrections, then training."
 
 
-def cancel_job(services) -> str:
+def cancel_job(services, identity) -> str:
     job = services.jobs.active()
     if job is None:
         raise gr.Error("No training job is running.")
@@ -72,10 +100,11 @@ def cancel_job(services) -> str:
         services.jobs.cancel(job.id)
     except Exception as exc:
         _user_error(exc)
+    audit(services, identity, "cancel", f"job {job.id}")
     return f"Cancelling job {job.id}..."
 
 
-def resume_job(services) -> str:
+def resume_job(services, identity) -> str:
     jobs = services.jobs.list(limit=1)
     if not jobs or not resumable(jobs[0]):
         raise gr.Error("The last job has no checkpoint to resume from.")
@@ -83,6 +112,7 @@ def resume_job(services) -> str:
         job = services.jobs.resume(jobs[0].id)
     except Exception as exc:
         _user_error(exc)
+    audit(services, identity, "train", f"job {job.id}", "resumed")
     return f"Resuming job {job.id} from its last checkpoint."
 
 
@@ -117,12 +147,12 @@ def job_markdown(job) -> str:
     if job is None:
         return "No training job yet."
     opts = job.options
-    text = (f"**Job {job.id}: {job.status}** · base `{opts.get('base')}` · {opts.get('method')}"
+    text = (f"**Job {job.id}: {job.status}** · base {md(opts.get('base'))} · {md(opts.get('method'))}"
             f"{f' · attempt {job.attempts}' if job.attempts > 1 else ''}")
     if job.status == "finished":
-        text += f"\n\nNew version `{job.version}`: serve it from the **Models** tab."
+        text += f"\n\nNew version {md(job.version)}: serve it from the **Models** tab."
     if job.error:
-        text += f"\n\n**{'Note' if job.status == 'finished' else 'Reason'}:** {job.error}"
+        text += f"\n\n**{'Note' if job.status == 'finished' else 'Reason'}:** {md(job.error)}"
     if resumable(job):
         text += "\n\nIt has a checkpoint: **Resume** continues from it."
     return text
@@ -189,17 +219,20 @@ def refresh_models(services):
 
 
 def serving(services) -> str:
-    return f"Serving now: **{services.slot.get().info.describe()}** · version `{services.slot.get().info.version}`"
+    info = services.slot.get().info
+    return f"Serving now: **{md(info.describe())}** · version {md(info.version)}"
 
 
-def use_in_demo(services, choice) -> str:
+def use_in_demo(services, identity, choice) -> str:
     if not choice:
         raise gr.Error("Pick a version first.")
+    choice = version_by_name(services, choice)
     try:
         config = config_for(choice, services.slot.config, _base(services))
         services.slot.swap(config)
     except Exception as exc:
         _user_error(exc)
+    audit(services, identity, "use_version", Path(choice).name if choice != BASE_CHOICE else BASE_CHOICE)
     gr.Info("The Caption & Chat tab now uses this version.")
     return serving(services)
 
@@ -209,6 +242,7 @@ def compare(services, photo, choice_a, choice_b, preset):
         raise gr.Error("Upload a photo to caption with both versions.")
     if not choice_a or not choice_b:
         raise gr.Error("Pick two versions to compare.")
+    choice_a, choice_b = version_by_name(services, choice_a), version_by_name(services, choice_b)
     try:
         image = load_image(photo)
         configs = [config_for(c, services.slot.config, _base(services)) for c in (choice_a, choice_b)]
@@ -223,24 +257,39 @@ def compare(services, photo, choice_a, choice_b, preset):
 # ---- layout ----------------------------------------------------------------------------------
 
 
-def build_train_tabs(services) -> None:
-    """The Train and Models tabs, inside the app's `gr.Tabs()`."""
+def build_train_tabs(services) -> dict:
+    """The Train and Models tabs, inside the app's `gr.Tabs()`; returns them by name."""
     with gr.Tab("Train", id="train") as train_tab:
-        summary = _build_train(services)
+        summary, timer = _build_train(services)
     with gr.Tab("Models", id="models") as models_tab:
         refresh, outputs = _build_models(services)
+
     # Opening a tab refreshes what may have changed meanwhile (new approvals, new versions).
-    train_tab.select(lambda: data_summary(services), None, summary, api_name=False)
-    models_tab.select(refresh, None, outputs, api_name=False)
+    def on_train_open(request: gr.Request, profile: gr.OAuthProfile | None):
+        ask(services, "train", request, profile)
+        return data_summary(services), gr.Timer(active=True)  # polling starts for admins only
+
+    def on_models_open(request: gr.Request, profile: gr.OAuthProfile | None):
+        ask(services, "versions", request, profile)
+        return refresh()
+
+    train_tab.select(on_train_open, None, [summary, timer], api_visibility="private")
+    models_tab.select(on_models_open, None, outputs, api_visibility="private")
+    return {"train": train_tab, "models": models_tab}
 
 
-def _build_train(services) -> gr.Markdown:
+PRIVATE = {"api_visibility": "private"}
+UI = {"api_visibility": "undocumented"}  # the documented API is app/api.py
+
+
+def _build_train(services) -> tuple[gr.Markdown, gr.Timer]:
     seen = gr.State({})
     with gr.Row():
-        summary = gr.Markdown(lambda: data_summary(services), elem_id="train-data")
+        summary = gr.Markdown(elem_id="train-data")
         refresh_btn = gr.Button("Refresh counts", size="sm", scale=0)
     with gr.Row():
-        base = gr.Textbox(value=_base(services), label="Base model (hub id, folder or 'demo')", scale=2)
+        base = gr.Dropdown(allowed_bases(services), value=_base(services), allow_custom_value=services.local,
+                           label="Base model" + (" (a hub id, a folder or 'demo')" if services.local else ""), scale=2)
         method = gr.Radio(list(METHODS), value="lora", label="Method", scale=2)
     with gr.Row():
         epochs = gr.Number(value=None, label="Epochs (0 = the model's default)", elem_id="train-epochs")
@@ -262,23 +311,41 @@ def _build_train(services) -> gr.Markdown:
     log_box = gr.Textbox(label="Log (last lines)", lines=LOG_LINES, max_lines=LOG_LINES, autoscroll=True,
                          elem_id="train-log")
     outputs = [job_md, bar, plot, log_box, table, start_btn, cancel_btn, resume_btn, seen]
-    timer = gr.Timer(POLL_S)
-    timer.tick(lambda s: poll(services, s), [seen], outputs, show_progress="hidden", api_name=False)
-    refresh_btn.click(lambda: data_summary(services), None, summary, api_name=False)
-    start_btn.click(lambda *a: start_job(services, *a), [base, method, epochs, max_steps, lr, batch], message,
-                    api_name="train_start")
-    cancel_btn.click(lambda: cancel_job(services), None, message, api_name="train_cancel")
-    resume_btn.click(lambda: resume_job(services), None, message, api_name="train_resume")
-    return summary
+
+    def on_tick(seen: dict, request: gr.Request, profile: gr.OAuthProfile | None):
+        if not services.policy.allows(services.policy.identify(request, profile), "train"):
+            return tuple(gr.skip() for _ in outputs)  # polls from other roles learn nothing
+        return poll(services, seen)
+
+    def on_summary(request: gr.Request, profile: gr.OAuthProfile | None):
+        ask(services, "train", request, profile)
+        return data_summary(services)
+
+    def on_start(base: str, method: str, epochs: float, max_steps: float, lr: float, batch: float,
+                 request: gr.Request, profile: gr.OAuthProfile | None):
+        identity = ask(services, "train", request, profile)
+        return start_job(services, identity, base, method, epochs, max_steps, lr, batch)
+
+    def on_cancel(request: gr.Request, profile: gr.OAuthProfile | None):
+        return cancel_job(services, ask(services, "cancel", request, profile))
+
+    def on_resume(request: gr.Request, profile: gr.OAuthProfile | None):
+        return resume_job(services, ask(services, "train", request, profile))
+
+    timer = gr.Timer(POLL_S, active=False)
+    timer.tick(on_tick, [seen], outputs, show_progress="hidden", **PRIVATE)
+    refresh_btn.click(on_summary, None, summary, **PRIVATE)
+    start_btn.click(on_start, [base, method, epochs, max_steps, lr, batch], message, api_name="ui_train_start", **UI)
+    cancel_btn.click(on_cancel, None, message, api_name="ui_train_cancel", **UI)
+    resume_btn.click(on_resume, None, message, api_name="ui_train_resume", **UI)
+    return summary, timer
 
 
 def _build_models(services):
-    choices = version_choices(services.jobs.config.models_dir, _base(services))
-    current = gr.Markdown(lambda: serving(services), elem_id="models-serving")
-    table = gr.Dataframe(lambda: versions_frame(services), label="Trained versions", interactive=False,
-                         elem_id="models-table")
+    current = gr.Markdown(elem_id="models-serving")
+    table = gr.Dataframe(label="Trained versions", interactive=False, elem_id="models-table")
     with gr.Row():
-        chosen = gr.Dropdown(choices=choices, label="Version", scale=3, elem_id="models-choice")
+        chosen = gr.Dropdown(choices=[], label="Version", scale=3, elem_id="models-choice")
         use_btn = gr.Button("Use in demo", variant="primary", scale=1, elem_id="models-use")
         refresh_btn = gr.Button("Refresh", scale=1)
     gr.Markdown("### Compare two versions on one photo")
@@ -288,16 +355,28 @@ def _build_models(services):
             preset = gr.Dropdown(list(PRESETS), value="detailed", label="Preset")
         with gr.Column(scale=3):
             with gr.Row():
-                a = gr.Dropdown(choices=choices, label="Version A", elem_id="compare-a")
-                b = gr.Dropdown(choices=choices, label="Version B", elem_id="compare-b")
+                a = gr.Dropdown(choices=[], label="Version A", elem_id="compare-a")
+                b = gr.Dropdown(choices=[], label="Version B", elem_id="compare-b")
             compare_btn = gr.Button("Compare", elem_id="compare-btn")
             with gr.Row():
                 cap_a = gr.Textbox(label="Caption A", lines=6, elem_id="compare-out-a")
                 cap_b = gr.Textbox(label="Caption B", lines=6, elem_id="compare-out-b")
     refresh = lambda: refresh_models(services)  # noqa: E731
     outputs = [table, chosen, a, b, current]
-    refresh_btn.click(refresh, None, outputs, api_name="models_refresh")
-    use_btn.click(lambda c: use_in_demo(services, c), [chosen], current, api_name="models_use", **GPU)
-    compare_btn.click(lambda *x: compare(services, *x), [photo, a, b, preset], [cap_a, cap_b],
-                      api_name="models_compare", **GPU)
+
+    def on_refresh(request: gr.Request, profile: gr.OAuthProfile | None):
+        ask(services, "versions", request, profile)
+        return refresh()
+
+    def on_use(choice: str, request: gr.Request, profile: gr.OAuthProfile | None):
+        return use_in_demo(services, ask(services, "use_version", request, profile), choice)
+
+    def on_compare(photo: str, choice_a: str, choice_b: str, preset: str, request: gr.Request,
+                   profile: gr.OAuthProfile | None):
+        ask(services, "compare", request, profile)
+        return compare(services, photo, choice_a, choice_b, preset)
+
+    refresh_btn.click(on_refresh, None, outputs, **PRIVATE)
+    use_btn.click(on_use, [chosen], current, api_name="ui_use_version", **UI, **GPU)
+    compare_btn.click(on_compare, [photo, a, b, preset], [cap_a, cap_b], api_name="ui_compare", **UI, **GPU)
     return refresh, outputs

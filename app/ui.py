@@ -1,7 +1,9 @@
 """The web UI factory: one `gr.Blocks` with a tab per part of the product.
 
 `build_app` receives everything it needs (the model slot, the review store, the training job
-runner) and holds no module-level state, so tests build as many apps as they like.
+runner, the access policy) and holds no module-level state, so tests build as many apps as
+they like. Tabs a caller's role may not use are hidden when the page loads; the handlers
+behind them refuse such callers anyway (app/policy.py).
 """
 
 from __future__ import annotations
@@ -12,6 +14,8 @@ from pathlib import Path
 import gradio as gr
 
 from app.caption_tab import build_caption_tab, model_status
+from app.guard import Outbox, ask, md
+from app.policy import Policy
 from model.slot import ModelSlot
 
 STATIC_DIR = Path(__file__).resolve().parent.parent / "static"
@@ -25,54 +29,97 @@ class Services:
     slot: ModelSlot
     store: object | None = None  # annotate.store.Store
     jobs: object | None = None  # train.jobs.JobRunner
-    auth_enabled: bool = False
+    policy: Policy = field(default_factory=Policy)  # local mode unless told otherwise
+    outbox: Outbox | None = None  # files offered for download
     extra: dict = field(default_factory=dict)
+
+    def __post_init__(self):
+        if self.outbox is None:
+            self.outbox = Outbox(self.policy.config.limits.retention_hours * 3600)
+
+    @property
+    def local(self) -> bool:
+        return self.policy.config.mode == "local"
 
 
 def build_app(services: Services) -> gr.Blocks:
-    with gr.Blocks(title=TITLE, analytics_enabled=False) as demo:
-        gr.Markdown(f"# {TITLE}\nCaption photos of people, correct the captions, fine-tune on the corrections.")
+    retention = int(services.policy.config.limits.retention_hours * 3600)
+    with gr.Blocks(title=TITLE, analytics_enabled=False, delete_cache=(max(retention // 4, 60), retention)) as demo:
+        with gr.Row():
+            gr.Markdown(f"# {TITLE}\nCaption photos of people, correct the captions, fine-tune on the corrections.")
+            who = gr.Markdown(elem_id="who-line")
+            if services.policy.config.oauth:  # only on a real Space: elsewhere Gradio would mock it
+                gr.LoginButton(scale=0)
         model_line = gr.Markdown(elem_id="model-line")
         banner = gr.Markdown(elem_id="demo-banner")
         with gr.Tabs():
             with gr.Tab("Caption & Chat", id="caption") as caption_tab:
                 send = _send_to_review_handler(services) if services.store is not None else None
-                build_caption_tab(services.slot, on_send_to_review=send)
-            page_js = _optional_tabs(services)
+                caption = build_caption_tab(services, on_send_to_review=send)
+            tabs, page_js = _optional_tabs(services)
+        from app.api import register_api
+
+        register_api(services)
         # The serving model can change ("Use in demo"): refresh the header whenever it may have.
-        demo.load(lambda: model_status(services.slot), None, [model_line, banner], api_name=False)
-        caption_tab.select(lambda: model_status(services.slot), None, [model_line, banner], api_name=False)
+        header = lambda: model_status(services.slot)  # noqa: E731
+        demo.load(header, None, [model_line, banner], api_visibility="private")
+        caption_tab.select(header, None, [model_line, banner], api_visibility="private")
+        _show_tabs_by_role(demo, services, tabs, who, caption["review_btn"])
         for js in page_js:
-            demo.load(None, None, None, js=js, api_name=False)
+            demo.load(None, None, None, js=js, api_visibility="private")
+        demo.load(lambda: services.outbox.sweep() and None, None, None, api_visibility="private")
     return demo
 
 
-def _optional_tabs(services: Services) -> list[str]:
-    """Review, Export, Train and Models tabs, when their back ends are present.
+def _optional_tabs(services: Services) -> tuple[dict, list[str]]:
+    """Review, Export, Train, Models and Audit tabs, when their back ends are present.
 
-    Returns JavaScript snippets the tabs need run once on page load (keyboard shortcuts).
+    Returns the tabs by name and JavaScript snippets to run once on page load (shortcuts).
     """
+    tabs: dict[str, gr.Tab] = {}
     page_js: list[str] = []
     if services.store is not None:
+        from app.audit_tab import build_audit_tab
         from app.review_tab import build_review_tab
 
-        page_js.append(build_review_tab(services))
+        js, review_tabs = build_review_tab(services)
+        page_js.append(js)
+        tabs |= review_tabs
     if services.jobs is not None:
         from app.train_tab import build_train_tabs
 
-        build_train_tabs(services)
-    return page_js
+        tabs |= build_train_tabs(services)
+    if services.store is not None:
+        tabs["audit"] = build_audit_tab(services)
+    return tabs, page_js
+
+
+def _show_tabs_by_role(demo: gr.Blocks, services: Services, tabs: dict, who: gr.Markdown, send_btn) -> None:
+    names = list(tabs)
+
+    def on_load(request: gr.Request, profile: gr.OAuthProfile | None):
+        identity = services.policy.identify(request, profile)
+        visible = services.policy.visible_tabs(identity)
+        can_send = services.policy.allows(identity, "send_to_review") and services.store is not None
+        line = "" if services.local else (
+            f"Signed in as **{md(identity.name)}** ({identity.role})" if identity.name
+            else "Visiting anonymously: caption and chat" + (" (sign in to review)" if services.policy.config.oauth else ""))
+        return (line, gr.Button(visible=can_send), *[gr.Tab(visible=visible.get(n, False)) for n in names])
+
+    demo.load(on_load, None, [who, send_btn, *[tabs[n] for n in names]], api_visibility="private")
 
 
 def _send_to_review_handler(services: Services):
-    def send_to_review(session: dict, caption: str, request: gr.Request):
+    def send_to_review(session: dict, caption: str, request: gr.Request, profile: gr.OAuthProfile | None):
         from annotate.drafts import enqueue_caption
 
+        identity = ask(services, "send_to_review", request, profile)
         # A caption typed by hand, with no model draft behind it, cannot be queued either.
         if not session or not session.get("photo") or not session.get("turns") or not (caption or "").strip():
             raise gr.Error("Caption a photo first, then send the caption to review.")
         try:
-            sender = getattr(request, "username", None) or "demo"
+            caption = services.policy.check_caption(caption)
+            sender = identity.name or identity.who
             item_id, duplicate = enqueue_caption(services.store, services.slot.get(), session, caption, sender)
         except Exception as exc:
             if getattr(exc, "user_facing", False):

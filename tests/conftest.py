@@ -48,17 +48,22 @@ def artifacts_dir() -> Path:
 
 
 @contextmanager
-def running_app(slot=None, store=None, jobs=None, auth=None):
-    """Build the real UI around the given services and serve it on loopback; yields its URL."""
+def running_app(slot=None, store=None, jobs=None, auth=None, access=None):
+    """Build the real UI around the given services and serve it on loopback, launched as
+    `serve` launches it (limits, log-in back-off); yields its URL.
+
+    access: an app.policy.AccessConfig (default: what `serve` resolves for loopback, with --auth
+    when `auth` is given)."""
+    from app.policy import Policy, resolve_access
+    from app.serve import launch
     from app.ui import Services, build_app
     from model.loader import LoadConfig
     from model.slot import ModelSlot
 
+    access = access or resolve_access("127.0.0.1", auth=bool(auth), env={})
     services = Services(slot=slot or ModelSlot(LoadConfig(model="demo")), store=store, jobs=jobs,
-                        auth_enabled=bool(auth))
-    app = build_app(services)
-    app.queue()
-    app.launch(server_name="127.0.0.1", prevent_thread_lock=True, quiet=True, auth=auth)
+                        policy=Policy(access))
+    app = launch(build_app(services), access, "127.0.0.1", None, auth, prevent_thread_lock=True, quiet=True)
     try:
         yield app.local_url
     finally:

@@ -35,12 +35,12 @@ def fields(view):
 def test_claim_edit_approve_then_next(served):
     store, url = served
     alice = Client(url, verbose=False)
-    first = fields(alice.predict("alice", api_name="/claim_next"))
+    first = fields(alice.predict("alice", api_name="/ui_claim_next"))
     assert first["draft"].startswith("A woman in an orange suit")
     assert first["photo"] and "status **in_review**" in first["status"]
     corrected = "A smiling woman in an orange flight suit stands in front of an American flag."
     nxt = fields(alice.predict("alice", corrected, "smiling", "orange flight suit", "", "flag", "",
-                               api_name="/approve"))
+                               api_name="/ui_approve"))
     assert "approved" in nxt["status"] and nxt["draft"].startswith("A red square")
     item = store.get_item(1)
     assert item.status == "approved" and item.caption == corrected and item.decided_by == "alice"
@@ -53,13 +53,13 @@ def test_claim_edit_approve_then_next(served):
 def test_reject_needs_a_reason_and_undo_restores(served):
     store, url = served
     bob = Client(url, verbose=False)
-    bob.predict("bob", api_name="/claim_next")
+    bob.predict("bob", api_name="/ui_claim_next")
     with pytest.raises(Exception, match="reason"):
-        bob.predict("bob", "x", "", "", "", "", "", api_name="/reject")
-    bob.predict("bob", "x", "", "", "", "", "not a photo of a person", api_name="/reject")
+        bob.predict("bob", "x", "", "", "", "", "", api_name="/ui_reject")
+    bob.predict("bob", "x", "", "", "", "", "not a photo of a person", api_name="/ui_reject")
     rejected = store.get_item(1)
     assert rejected.status == "rejected" and rejected.reject_reason == "not a photo of a person"
-    undone = fields(bob.predict("bob", api_name="/undo"))
+    undone = fields(bob.predict("bob", api_name="/ui_undo"))
     assert "Item **1**" in undone["status"] and store.get_item(1).status != "rejected"
     # The item claimed after the reject went back to the queue: bob holds one claim.
     held = [i for i in store.list_items(status="in_review") if i.claimed_by == "bob"]
@@ -69,13 +69,13 @@ def test_reject_needs_a_reason_and_undo_restores(served):
 def test_two_reviewers_never_share_an_item_and_stale_saves_are_refused(served):
     store, url = served
     alice, bob = Client(url, verbose=False), Client(url, verbose=False)
-    a = fields(alice.predict("alice", api_name="/claim_next"))
-    b = fields(bob.predict("bob", api_name="/claim_next"))
+    a = fields(alice.predict("alice", api_name="/ui_claim_next"))
+    b = fields(bob.predict("bob", api_name="/ui_claim_next"))
     assert a["draft"] != b["draft"]
     # Someone changes alice's item behind her back (e.g. an admin reassigns it).
     item_id = int(a["status"].split("**")[1])
     store.reassign(item_id)
-    view = fields(alice.predict("alice", "my edit", "", "", "", "", "", api_name="/approve"))
+    view = fields(alice.predict("alice", "my edit", "", "", "", "", "", api_name="/ui_approve"))
     assert "reloaded" in view["status"]
     assert store.get_item(item_id).status == "pending"  # nothing overwritten
 
@@ -89,9 +89,9 @@ def test_captions_are_text_and_diff_is_word_level():
 def test_export_tab_offers_parquet_and_zip(served):
     store, url = served
     c = Client(url, verbose=False)
-    c.predict("carol", api_name="/claim_next")
-    c.predict("carol", "A woman in an orange suit.", "", "", "", "", "", api_name="/approve")
-    summary, files = c.predict("humancaptionhq", "approved", False, 0.9, api_name="/export")
+    c.predict("carol", api_name="/ui_claim_next")
+    c.predict("carol", "A woman in an orange suit.", "", "", "", "", "", api_name="/ui_approve")
+    summary, files = c.predict("humancaptionhq", "approved", False, 0.9, api_name="/ui_export")
     assert "1 train" in summary or "1 held-out" in summary
     paths = [f if isinstance(f, str) else f["path"] for f in files]
     assert any(p.endswith(".zip") for p in paths)
@@ -104,21 +104,21 @@ def test_empty_queue_says_so(served):
     store, url = served
     c = Client(url, verbose=False)
     for _ in range(3):
-        c.predict("erin", api_name="/claim_next")
-        c.predict("erin", "", "", "", "", "", "", api_name="/skip")
-    view = fields(c.predict("erin", api_name="/claim_next"))
+        c.predict("erin", api_name="/ui_claim_next")
+        c.predict("erin", "", "", "", "", "", "", api_name="/ui_skip")
+    view = fields(c.predict("erin", api_name="/ui_claim_next"))
     assert "Nothing left to review" in view["status"] and view["photo"] is None
     assert store.counts()["skipped"] == 3
     # Skipped items come back on request, and can be claimed again.
-    counts = c.predict("erin", api_name="/return_skipped")
+    counts = c.predict("erin", api_name="/ui_return_skipped")
     assert "pending: **3**" in counts and store.counts()["skipped"] == 0
-    assert "Item **" in fields(c.predict("erin", api_name="/claim_next"))["status"]
+    assert "Item **" in fields(c.predict("erin", api_name="/ui_claim_next"))["status"]
 
 
 def test_reviewer_name_is_required(served):
     _, url = served
     with pytest.raises(Exception, match="Reviewer"):
-        Client(url, verbose=False).predict("  ", api_name="/claim_next")
+        Client(url, verbose=False).predict("  ", api_name="/ui_claim_next")
 
 
 def test_send_to_review_from_the_caption_tab(served):
@@ -127,15 +127,15 @@ def test_send_to_review_from_the_caption_tab(served):
     store, url = served
     c = Client(url, verbose=False)
     photo = handle_file(str(ASTRONAUT.parent / "camera.png"))
-    caption, _chat = c.predict(photo, "brief", "", 16, 0.0, 0.9, 1.0, api_name="/caption")
-    c.predict(caption, api_name="/send_to_review")
+    caption, _chat = c.predict(photo, "brief", "", 16, 0.0, 0.9, 1.0, api_name="/ui_caption")
+    c.predict(caption, api_name="/ui_send_to_review")
     item = store.list_items(status="pending")[-1]
     assert item.draft.caption == caption and item.draft.model_name == "demo"
     assert item.draft.preset == "brief" and item.draft.settings["max_new_tokens"] == 16
     assert item.history == ()
     # Sending the same photo again does not queue it twice.
     before = store.counts()["pending"]
-    c.predict(caption, api_name="/send_to_review")
+    c.predict(caption, api_name="/ui_send_to_review")
     assert store.counts()["pending"] == before
 
 
@@ -145,12 +145,12 @@ def test_send_to_review_keeps_the_users_edit_as_a_revision(served):
     store, url = served
     c = Client(url, verbose=False)
     photo = handle_file(str(ASTRONAUT.parent / "camera.png"))
-    caption, _ = c.predict(photo, "brief", "", 16, 0.0, 0.9, 1.0, api_name="/caption")
-    c.predict("A man with a camera on a tripod.", api_name="/send_to_review")
+    caption, _ = c.predict(photo, "brief", "", 16, 0.0, 0.9, 1.0, api_name="/ui_caption")
+    c.predict("A man with a camera on a tripod.", api_name="/ui_send_to_review")
     item = store.get_item(store.list_items(status="pending")[-1].id)
     assert item.draft.caption == caption  # the draft is what the model said
     assert item.caption == "A man with a camera on a tripod."
-    assert [r.reviewer for r in item.history] == ["demo"]
+    assert [r.reviewer for r in item.history] == ["local"]  # the laptop user, in local mode
 
 
 def test_send_to_review_of_a_hand_typed_caption_says_caption_first(served):
@@ -159,10 +159,10 @@ def test_send_to_review_of_a_hand_typed_caption_says_caption_first(served):
 
     store, url = served
     c = Client(url, verbose=False)
-    c.predict(handle_file(str(ASTRONAUT.parent / "camera.png")), api_name="/clear_chat")
+    c.predict(handle_file(str(ASTRONAUT.parent / "camera.png")), api_name="/ui_clear_chat")
     before = store.counts()
     with pytest.raises(Exception, match="Caption a photo first"):
-        c.predict("A man with a camera.", api_name="/send_to_review")
+        c.predict("A man with a camera.", api_name="/ui_send_to_review")
     assert store.counts() == before
 
 
@@ -171,8 +171,8 @@ def test_reviewer_is_the_logged_in_user_when_auth_is_on(tmp_path):
     store.enqueue(ASTRONAUT, draft("A woman."))
     with running_app(store=store, auth=[("frank", "s3cret")]) as url:
         c = Client(url, auth=("frank", "s3cret"), verbose=False)
-        c.predict("someone else", api_name="/claim_next")  # the name box is ignored (and hidden)
-        c.predict("someone else", "A woman in an orange suit.", "", "", "", "", "", api_name="/approve")
+        c.predict("someone else", api_name="/ui_claim_next")  # the name box is ignored (and hidden)
+        c.predict("someone else", "A woman in an orange suit.", "", "", "", "", "", api_name="/ui_approve")
         with pytest.raises(Exception):
             Client(url, auth=("frank", "wrong"), verbose=False)
     item = store.get_item(1)
@@ -196,8 +196,8 @@ def test_a_malformed_auth_option_is_a_usage_error(capsys, monkeypatch):
 def test_a_refused_approve_keeps_what_the_reviewer_typed(served):
     store, url = served
     c = Client(url, verbose=False)
-    c.predict("gina", api_name="/claim_next")
-    view = fields(c.predict("gina", "   ", "young", "orange suit", "", "", "", api_name="/approve"))
+    c.predict("gina", api_name="/ui_claim_next")
+    view = fields(c.predict("gina", "   ", "young", "orange suit", "", "", "", api_name="/ui_approve"))
     assert "reloaded" in view["status"]
     assert (view["face"], view["body"]) == ("young", "orange suit")  # nothing typed is lost
     assert store.get_item(1).status == "in_review"

@@ -19,7 +19,7 @@ def client():
 
 def test_caption_streams_into_the_box_and_seeds_the_chat(client):
     c, slot = client
-    job = c.submit(handle_file(str(ASTRONAUT)), "brief", "", *SETTINGS, api_name="/caption")
+    job = c.submit(handle_file(str(ASTRONAUT)), "brief", "", *SETTINGS, api_name="/ui_caption")
     updates = list(job)
     final_caption, chat = job.outputs()[-1]
     assert len(updates) > 2, "the caption should arrive in several streamed updates"
@@ -43,13 +43,13 @@ def text(message: dict) -> str:
 def test_two_turn_chat_streams_and_keeps_context(client):
     c, _ = client  # the conversation lives in the client's session state on the server
     photo = handle_file(str(ASTRONAUT))
-    c.predict(photo, api_name="/clear_chat")
-    job = c.submit("What is she wearing?", photo, *SETTINGS, api_name="/chat")
+    c.predict(photo, api_name="/ui_clear_chat")
+    job = c.submit("What is she wearing?", photo, *SETTINGS, api_name="/ui_chat")
     first = list(job)
     message, chat = job.outputs()[-1]
     assert message == "" and len(first) > 2
     assert [m["role"] for m in chat] == ["user", "assistant"]
-    job = c.submit("And her hair?", photo, *SETTINGS, api_name="/chat")
+    job = c.submit("And her hair?", photo, *SETTINGS, api_name="/ui_chat")
     assert len(list(job)) > 2
     _, chat = job.outputs()[-1]
     assert [m["role"] for m in chat] == ["user", "assistant", "user", "assistant"]
@@ -60,9 +60,9 @@ def test_two_turn_chat_streams_and_keeps_context(client):
 def test_regenerate_asks_the_last_question_again(client):
     c, _ = client
     photo = handle_file(str(ASTRONAUT))
-    c.predict(photo, api_name="/clear_chat")
-    _, chat = c.predict("Describe her.", photo, *SETTINGS, api_name="/chat")
-    _, regen_chat = c.predict(photo, *SETTINGS, api_name="/regenerate")
+    c.predict(photo, api_name="/ui_clear_chat")
+    _, chat = c.predict("Describe her.", photo, *SETTINGS, api_name="/ui_chat")
+    _, regen_chat = c.predict(photo, *SETTINGS, api_name="/ui_regenerate")
     assert len(regen_chat) == len(chat) == 2
     assert text(regen_chat[0]) == "Describe her."
     assert text(regen_chat[1]) == text(chat[1])  # greedy: the same answer again
@@ -73,7 +73,7 @@ def test_bad_upload_gets_a_clear_message(client, tmp_path):
     fake = tmp_path / "portrait.jpg"
     fake.write_text("definitely not a photo")
     with pytest.raises(Exception) as err:
-        c.predict(handle_file(str(fake)), "brief", "", *SETTINGS, api_name="/caption")
+        c.predict(handle_file(str(fake)), "brief", "", *SETTINGS, api_name="/ui_caption")
     assert "not an image" in str(err.value)
     assert "Traceback" not in str(err.value)
 
@@ -81,9 +81,9 @@ def test_bad_upload_gets_a_clear_message(client, tmp_path):
 def test_missing_photo_and_empty_question(client):
     c, _ = client
     with pytest.raises(Exception, match="Upload a photo"):
-        c.predict(None, "brief", "", *SETTINGS, api_name="/caption")
+        c.predict(None, "brief", "", *SETTINGS, api_name="/ui_caption")
     with pytest.raises(Exception, match="Type a question"):
-        c.predict("  ", handle_file(str(ASTRONAUT)), *SETTINGS, api_name="/chat")
+        c.predict("  ", handle_file(str(ASTRONAUT)), *SETTINGS, api_name="/ui_chat")
 
 
 def test_a_stopped_caption_is_the_turn_chat_and_review_work_from(client):

@@ -1,0 +1,240 @@
+"""The typed HTTP API: named endpoints with named parameters (`gr.api`), for scripts,
+`gradio_client` and MCP clients. Same roles as the UI: every function asks the policy first.
+
+    from gradio_client import Client, handle_file
+    client = Client("http://127.0.0.1:7860")
+    client.predict(handle_file("photo.jpg"), api_name="/caption")
+
+The caller is identified by the log-in (`Client(url, auth=(user, password))`) or Hugging Face
+sign-in, never by a parameter.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import gradio as gr
+from gradio.data_classes import FileData
+
+from app.caption_tab import GPU, caption_photo, chat as chat_turn, new_session
+from app.guard import ask, audit, uploaded_path, user_error
+from app.review_tab import run_export
+from app.train_tab import cancel_job, start_job, use_in_demo, version_by_name
+
+# Same queue and concurrency group as the UI's model events: one model, shared fairly.
+_GPU = {"concurrency_id": GPU, "concurrency_limit": 1}
+
+
+def register_api(services) -> None:
+    """Add the endpoints to the current `gr.Blocks` (the ones whose back end is present)."""
+    for fn in _model_endpoints(services):
+        gr.api(fn, api_name=fn.__name__, **_GPU)
+    if services.store is not None:
+        for fn in _review_endpoints(services):
+            gr.api(fn, api_name=fn.__name__)
+    if services.jobs is not None:
+        for fn in _train_endpoints(services):
+            gr.api(fn, api_name=fn.__name__, **(_GPU if fn.__name__ == "use_version" else {}))
+
+
+def _last(generator):
+    result = None
+    for result in generator:
+        pass
+    return result
+
+
+def _model_endpoints(services):
+    policy, slot = services.policy, services.slot
+
+    def caption(image: FileData, preset: str = "detailed", prompt: str = "", max_new_tokens: int = 400,
+                request: gr.Request = None, profile: gr.OAuthProfile | None = None) -> str:
+        """Caption a photo of a person. preset: detailed, face, body, background or brief; a prompt
+        overrides the preset. Returns the caption."""
+        ask(services, "caption", request, profile)
+        prompt = _check(policy.check_text, prompt, "prompt")
+        text, _chat, _session = _last(caption_photo(slot, uploaded_path(image), preset, prompt,
+                                                    policy.cap_tokens(max_new_tokens), 0.0, 0.9, 1.0))
+        return text
+
+    def chat(image: FileData, message: str, history: list = [], max_new_tokens: int = 400,  # noqa: B006
+             request: gr.Request = None, profile: gr.OAuthProfile | None = None) -> str:
+        """Ask about a photo. history: earlier turns, as [{"role": "user"|"assistant", "content": ...}]
+        or [question, answer] pairs. Returns the answer."""
+        ask(services, "chat", request, profile)
+        message = _check(policy.check_text, message, "message")
+        photo = uploaded_path(image)
+        session = {**new_session(photo), "turns": policy.trim_turns(_turns(policy, history))}
+        _empty, messages, _session = _last(chat_turn(slot, message, session, photo,
+                                                     policy.cap_tokens(max_new_tokens), 0.0, 0.9, 1.0))
+        return messages[-1]["content"]
+
+    return [caption, chat]
+
+
+def _turns(policy, history) -> list[tuple[str, str]]:
+    """Earlier turns as (question, answer) pairs, each bounded like a new message."""
+    if not isinstance(history, list):
+        raise gr.Error("history is a list of {role, content} messages or [question, answer] pairs.")
+    if history and all(isinstance(m, dict) for m in history):
+        users = [m.get("content", "") for m in history if m.get("role") == "user"]
+        answers = [m.get("content", "") for m in history if m.get("role") == "assistant"]
+        pairs = list(zip(users, answers))
+    elif all(isinstance(p, (list, tuple)) and len(p) == 2 for p in history):
+        pairs = [tuple(p) for p in history]
+    else:
+        raise gr.Error("history is a list of {role, content} messages or [question, answer] pairs.")
+    out = []
+    for question, answer in pairs:
+        if not isinstance(question, str) or not isinstance(answer, str):
+            raise gr.Error("Every turn of the history is text.")
+        out.append((_check(policy.check_text, question, "message"), _check(policy.check_caption, answer)))
+    return out
+
+
+def _check(check, *args):
+    try:
+        return check(*args)
+    except Exception as exc:
+        raise user_error(exc) from None
+
+
+# ---- review -----------------------------------------------------------------------------------
+
+
+def item_dict(services, item) -> dict:
+    image = None
+    if item.image.path and Path(item.image.path).exists():
+        image = FileData(path=services.outbox.copy(item.image.path)).model_dump()
+    return {"id": item.id, "status": item.status, "caption": item.caption, "draft": item.draft.caption,
+            "version": item.version, "image": image, "source_url": item.image.url, "fields": dict(item.fields),
+            "claimed_by": item.claimed_by, "model_version": item.draft.model_version}
+
+
+def _review_endpoints(services):
+    store, policy = services.store, services.policy
+
+    def _run(action, identity, fn, *args, **kwargs):
+        try:
+            result = fn(*args, **kwargs)
+        except gr.Error:
+            raise
+        except Exception as exc:
+            raise user_error(exc) from None
+        if action:
+            audit(services, identity, action, *[str(a) for a in args[:1]])
+        return result
+
+    def review_claim(request: gr.Request = None, profile: gr.OAuthProfile | None = None) -> dict | None:
+        """Claim the next item to review (a lease); null when nothing is left for you."""
+        identity = ask(services, "review", request, profile)
+        item = _run(None, identity, store.claim_next, identity.name)
+        return None if item is None else item_dict(services, item)
+
+    def review_approve(item_id: int, caption: str = "", version: int | None = None, request: gr.Request = None,
+                       profile: gr.OAuthProfile | None = None) -> dict:
+        """Approve an item you claimed, with your corrected caption (empty: the current one).
+        version: the item version you read (refuses a stale save); default the current one."""
+        identity = ask(services, "review", request, profile, target=f"item {item_id}")
+        caption = _check(policy.check_caption, caption)
+        item = _run(None, identity, store.get_item, int(item_id))
+        expected = item.version if version is None else int(version)
+        if caption.strip() and caption.strip() != (item.caption or "").strip():
+            expected = _run(None, identity, store.submit_correction, item.id, identity.name, caption,
+                            expected_version=expected)
+        _run(None, identity, store.approve, item.id, identity.name, expected_version=expected)
+        audit(services, identity, "approve", f"item {item.id}")
+        return item_dict(services, store.get_item(item.id))
+
+    def review_reject(item_id: int, reason: str, request: gr.Request = None,
+                      profile: gr.OAuthProfile | None = None) -> dict:
+        """Reject an item you claimed; the reason is required (e.g. 'not a photo of a person')."""
+        identity = ask(services, "review", request, profile, target=f"item {item_id}")
+        reason = _check(policy.check_text, (reason or "").strip(), "reason")
+        if not reason:
+            raise gr.Error("Give a reason to reject (e.g. 'not a photo of a person').")
+        _run(None, identity, store.reject, int(item_id), identity.name, reason)
+        audit(services, identity, "reject", f"item {item_id}", reason)
+        return item_dict(services, store.get_item(int(item_id)))
+
+    def review_skip(item_id: int, request: gr.Request = None, profile: gr.OAuthProfile | None = None) -> dict:
+        """Skip an item you claimed (it waits until an admin returns skipped items)."""
+        identity = ask(services, "review", request, profile)
+        _run(None, identity, store.skip, int(item_id), identity.name)
+        return item_dict(services, store.get_item(int(item_id)))
+
+    def review_undo(request: gr.Request = None, profile: gr.OAuthProfile | None = None) -> dict:
+        """Undo your last review action; returns the item as it is again."""
+        identity = ask(services, "review", request, profile)
+        return item_dict(services, _run(None, identity, store.undo_last, identity.name))
+
+    def queue_stats(request: gr.Request = None, profile: gr.OAuthProfile | None = None) -> dict:
+        """Counts per status in the queue, and your own counts."""
+        identity = ask(services, "review", request, profile)
+        return {"queue": store.counts(), "you": store.reviewer_counts(identity.name)}
+
+    def export(format: str = "humancaptionhq", status: str = "approved",  # noqa: A002
+               request: gr.Request = None, profile: gr.OAuthProfile | None = None) -> FileData:
+        """Export items (approved by default) as a zip: humancaptionhq (parquet) or llava (JSON + images)."""
+        identity = ask(services, "export", request, profile)
+        _summary, archive, _files = run_export(services, identity, format, status)
+        return FileData(path=archive)
+
+    def audit_log(limit: int = 100, request: gr.Request = None, profile: gr.OAuthProfile | None = None) -> list:
+        """The newest entries of the audit log (admins)."""
+        ask(services, "audit", request, profile)
+        return [e.as_json() for e in store.audit.entries(limit=max(1, min(int(limit), 1000)))]
+
+    return [review_claim, review_approve, review_reject, review_skip, review_undo, queue_stats, export, audit_log]
+
+
+# ---- training and versions ----------------------------------------------------------------------
+
+
+def job_dict(job) -> dict | None:
+    if job is None:
+        return None
+    return {"id": job.id, "status": job.status, "options": job.options, "version": job.version,
+            "error": job.error, "attempts": job.attempts}
+
+
+def _train_endpoints(services):
+    jobs = services.jobs
+
+    def train_start(base: str = "", method: str = "lora", max_steps: int | None = None, epochs: float | None = None,
+                    lr: float | None = None, batch_size: int | None = None, request: gr.Request = None,
+                    profile: gr.OAuthProfile | None = None) -> dict:
+        """Start stage-two fine-tuning on the approved corrections. base: empty for the serving
+        model's base, 'demo', or one listed with --bases."""
+        identity = ask(services, "train", request, profile)
+        start_job(services, identity, base, method, epochs, max_steps, lr, batch_size)
+        return job_dict(jobs.list(limit=1)[0])
+
+    def train_cancel(request: gr.Request = None, profile: gr.OAuthProfile | None = None) -> dict:
+        """Cancel the running training job."""
+        identity = ask(services, "cancel", request, profile)
+        job = jobs.active()
+        cancel_job(services, identity)
+        return job_dict(jobs.get(job.id))
+
+    def versions(request: gr.Request = None, profile: gr.OAuthProfile | None = None) -> list:
+        """The versions the demo can serve: the base model first, then trained ones, newest first."""
+        ask(services, "versions", request, profile)
+        from train.versions import list_versions
+
+        base = services.jobs.config.default_base
+        out = [{"name": "base", "base": base, "method": None, "created": None}]
+        for v in list_versions(jobs.config.models_dir):
+            after = v.evaluation("after")
+            out.append({"name": v.path.name, "base": v.base, "method": v.method, "created": v.created_at,
+                        "token_f1": after["metrics"].get("token_f1") if after else None})
+        return out
+
+    def use_version(name: str, request: gr.Request = None, profile: gr.OAuthProfile | None = None) -> dict:
+        """Serve a version (a name from /versions) in the demo, without a restart."""
+        identity = ask(services, "use_version", request, profile, target=name)
+        use_in_demo(services, identity, version_by_name(services, name))
+        info = services.slot.get().info
+        return {"model": info.describe(), "version": info.version, "is_demo": info.is_demo}
+
+    return [train_start, train_cancel, versions, use_version]
