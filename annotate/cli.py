@@ -115,6 +115,10 @@ def _register_export(subparsers) -> None:
     exp.add_argument("--split", type=float, default=0.9,
                      help="fraction of images (by hash) in the train split; the rest are held out (default 0.9)")
     exp.add_argument("--json", action="store_true", help="print the result as JSON")
+    exp.add_argument("--push-to", metavar="OWNER/NAME",
+                     help="then upload the folder as a Hugging Face dataset repository (token: $HF_TOKEN or "
+                          "`hf auth login`)")
+    exp.add_argument("--private", action="store_true", help="with --push-to: create the repository private")
     add_store_arguments(exp)
     exp.set_defaults(func=run_export)
 
@@ -228,22 +232,31 @@ def run_reassign(args) -> int:
 def run_export(args) -> int:
     from tqdm import tqdm
 
-    from annotate.export import export
+    from annotate.export import export, hub_ignore
+    from annotate.publish import check_repo_id, push_folder
 
+    if args.push_to:
+        check_repo_id(args.push_to)  # a typo fails now, not after a long export
     store = open_store(args)
     total = store.counts()[args.status]
     with tqdm(total=total, unit="row", desc="export", file=sys.stderr, disable=args.json, delay=0.5) as bar:
         result = export(store, args.out, format=args.format, status=args.status,
                         blur_faces=args.blur_faces, split=args.split, progress=bar.update)
+    pushed = None
+    if args.push_to:
+        pushed = push_folder(result.out_dir, args.push_to, "dataset", private=args.private,
+                             ignore=hub_ignore(result.format), message="Export from HumanVLM Studio")
     if args.json:
         print(json.dumps({"out_dir": str(result.out_dir), "format": result.format, "counts": result.counts,
                           "images_written": result.images_written, "faces_blurred": result.faces_blurred,
-                          "skipped_without_image": result.skipped_without_image}))
+                          "skipped_without_image": result.skipped_without_image, "pushed_to": pushed}))
     else:
         print(result.summary())
         if result.skipped_without_image:
             print(f"{result.skipped_without_image} items left out: their images were never fetched "
                   "(import with --fetch-images to include them)")
+        if pushed:
+            print(f"pushed to {pushed}")
     return 0
 
 

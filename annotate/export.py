@@ -146,6 +146,11 @@ def export(store: Store, out_dir: str | Path, format: str = "humancaptionhq", st
     return result
 
 
+def hub_ignore(format: str) -> tuple[str, ...]:
+    """Files of an export not worth uploading to the Hub: the parquet already embeds its images."""
+    return ("images/*",) if format == "humancaptionhq" else ()
+
+
 def _chunks(conn: Connection, query, size: int):
     """Result rows in lists of `size`, straight from the DBAPI cursor.
 
