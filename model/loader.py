@@ -1,9 +1,10 @@
 """Load HumanVLM (or any LLaVA-family checkpoint) for inference.
 
 One path for every checkpoint: `AutoProcessor` + `AutoModelForImageTextToText`, from a hub id
-or a local folder, with device/dtype/quantization chosen automatically or by flags, an
-optional LoRA adapter on top, and the prompt format picked from the tokenizer. The offline
-demo model (`--model demo`) goes through exactly this code too.
+or a local folder, with device/dtype/quantization chosen automatically or by flags (from the
+checkpoint's size and the memory free for it, before loading: model/memory.py), an optional
+LoRA adapter on top, and the prompt format picked from the tokenizer. The offline demo model
+(`--model demo`) goes through exactly this code too.
 """
 
 from __future__ import annotations
@@ -13,15 +14,14 @@ import hashlib
 import json
 import logging
 import os
-import warnings
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 
 log = logging.getLogger(__name__)
 
 HUMANVLM_ID = "OpenFace-CQUPT/Human_LLaVA"
-# fp16 weights of HumanVLM are ~17 GB; below this much free GPU memory, `auto` picks 4-bit.
-FP16_HEADROOM = 1.2
+DTYPES = ("auto", "float32", "bfloat16", "float16")
+QUANTS = ("auto", "none", "4bit", "8bit")
 
 
 class ModelLoadError(RuntimeError):
@@ -36,8 +36,12 @@ class LoadConfig:
         "hub id or local folder of a LLaVA-family checkpoint; 'demo' for the offline demo model; "
         f"'auto' = {HUMANVLM_ID} when a GPU is present or its weights are on disk, else demo")})
     device: str = field(default="auto", metadata={"help": "auto | cpu | cuda | cuda:N | mps"})
-    dtype: str = field(default="auto", metadata={"help": "auto (bf16/fp16 on GPU, fp32 on CPU) | float32 | bfloat16 | float16"})
+    dtype: str = field(default="auto", metadata={"help": (
+        "auto (on a GPU the checkpoint's saved dtype, float16 for HumanVLM; on a CPU float32, or bfloat16 "
+        "when float32 does not fit in RAM) | float32 | bfloat16 | float16")})
     quant: str = field(default="auto", metadata={"help": "auto (4bit when the GPU is short of memory) | none | 4bit | 8bit"})
+    memory_budget: str | None = field(default=None, metadata={"help": (
+        "memory the weights may use, e.g. 16GB (default: free GPU memory on a GPU, available RAM on a CPU)")})
     adapter: str | None = field(default=None, metadata={"help": "LoRA adapter folder applied on top of the base"})
     prompt_format: str = field(default="auto", metadata={"help": "auto (from the tokenizer) | llama3 | card"})
     cache_dir: str | None = field(default=None, metadata={"help": "where the demo model is built (default $HUMANVLM_CACHE or ~/.cache/humanvlm-studio)"})
@@ -54,10 +58,13 @@ class ModelInfo:
     is_demo: bool
     adapter: str | None = None
     note: str = ""  # why this model was chosen, shown as a banner when it is the demo
+    decision: str = ""  # the precision chosen for the memory at hand, and why (model/memory.py)
 
     def describe(self) -> str:
         extra = f" + adapter {Path(self.adapter).name}" if self.adapter else ""
-        return f"{self.name}{extra} on {self.device} ({self.dtype}, quant {self.quant}, {self.prompt_format} prompts)"
+        decided = f"; {self.decision}" if self.decision else ""
+        return (f"{self.name}{extra} on {self.device} ({self.dtype}, quant {self.quant}, "
+                f"{self.prompt_format} prompts){decided}")
 
 
 def add_model_arguments(parser: argparse.ArgumentParser) -> None:
@@ -111,43 +118,29 @@ def pick_device(requested: str) -> str:
     return "cpu"
 
 
-def pick_dtype(requested: str, device: str):
+def plan_memory(config: LoadConfig, model_id: str, device: str):
+    """dtype and quantization for this checkpoint on this device, decided before loading.
+
+    Raises ModelLoadError when it cannot fit in any precision allowed (a clear line, instead of
+    a process killed for memory half way through loading)."""
     import torch
 
-    if requested != "auto":
-        try:
-            return getattr(torch, requested)
-        except AttributeError:
-            raise ModelLoadError(f"unknown dtype {requested!r}") from None
-    if device.startswith("cuda"):
-        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-    return torch.float32
+    from model import memory
 
-
-def pick_quant(requested: str, device: str, model_id: str) -> str:
-    if requested not in ("auto", "none", "4bit", "8bit"):
-        raise ModelLoadError(f"unknown quantization {requested!r}; use auto, none, 4bit or 8bit")
-    if requested != "auto":
-        return requested
-    if not device.startswith("cuda"):
-        return "none"
-    import torch
-
-    free, _ = torch.cuda.mem_get_info(torch.device(device))
-    need = _fp16_bytes(model_id) * FP16_HEADROOM
-    return "4bit" if need and free < need else "none"
-
-
-def _fp16_bytes(model_id: str) -> int:
-    """Size of the checkpoint's weights in 16-bit, from its safetensors index when available."""
+    if config.dtype not in DTYPES:
+        raise ModelLoadError(f"unknown dtype {config.dtype!r}; use {', '.join(DTYPES)}")
+    if config.quant not in QUANTS:
+        raise ModelLoadError(f"unknown quantization {config.quant!r}; use {', '.join(QUANTS)}")
     try:
-        from huggingface_hub import get_safetensors_metadata
-
-        meta = get_safetensors_metadata(model_id)
-        return 2 * sum(meta.parameter_count.values())
-    except Exception as exc:  # no index (local folder, offline): size unknown, assume it fits
-        log.info("could not read the size of %s (%s); loading unquantized", model_id, exc)
-        return 0
+        free = memory.free_memory(device, config.memory_budget)
+    except ValueError as exc:
+        raise ModelLoadError(f"--memory-budget: {exc}") from None
+    size = memory.checkpoint_size(model_id)
+    bf16_ok = not device.startswith("cuda") or (torch.cuda.is_available() and torch.cuda.is_bf16_supported())
+    try:
+        return memory.plan(device, config.dtype, config.quant, size, free, bf16_ok)
+    except memory.NotEnoughMemory as exc:
+        raise ModelLoadError(f"{model_id}: {exc}") from None
 
 
 def quantization_config(quant: str, dtype):
@@ -162,9 +155,27 @@ def quantization_config(quant: str, dtype):
         return BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4",
                                   bnb_4bit_compute_dtype=dtype, bnb_4bit_use_double_quant=True,
                                   llm_int8_skip_modules=skip)
-    # On CPU, 8-bit matmuls cast fp32 inputs to fp16 and warn on every call.
-    warnings.filterwarnings("ignore", message="MatMul8bitLt: inputs will be cast")
+    # 8-bit matmuls given fp32 inputs (on a CPU) cast them to fp16 and say so through `logging`
+    # on every layer of every token: said once per process is enough.
+    logging.getLogger("bitsandbytes.autograd._functions").addFilter(_ONCE)
     return BitsAndBytesConfig(load_in_8bit=True, llm_int8_skip_modules=skip)
+
+
+class _OncePerMessage(logging.Filter):
+    """Lets each distinct message template through once."""
+
+    def __init__(self):
+        super().__init__()
+        self.seen: set = set()
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.msg in self.seen:
+            return False
+        self.seen.add(record.msg)
+        return True
+
+
+_ONCE = _OncePerMessage()
 
 
 def load_model(config: LoadConfig | None = None):
@@ -194,9 +205,14 @@ def _load(config: LoadConfig, model_id: str, note: str):
     from model.generate import VLM
     from model.prompts import FORMATS, detect_format
 
+    import torch
+
     device = pick_device(config.device)
-    dtype = pick_dtype(config.dtype, device)
-    quant = pick_quant(config.quant, device, model_id)
+    is_demo = Path(model_id).name.startswith("demo-model-") or _is_demo_folder(model_id)
+    plan = plan_memory(config, model_id, device)
+    dtype, quant = getattr(torch, plan.dtype), plan.quant
+    if plan.reason and not is_demo:
+        log.info("%s: %s", model_id, plan.reason)
     try:
         local = Path(model_id).is_dir()  # a folder on disk: never ask the hub anything
         processor = AutoProcessor.from_pretrained(model_id, local_files_only=local)
@@ -214,12 +230,12 @@ def _load(config: LoadConfig, model_id: str, note: str):
     fmt = detect_format(processor.tokenizer) if config.prompt_format == "auto" else FORMATS.get(config.prompt_format)
     if fmt is None:
         raise ModelLoadError(f"unknown prompt format {config.prompt_format!r}; use auto, llama3 or card")
-    is_demo = Path(model_id).name.startswith("demo-model-") or _is_demo_folder(model_id)
     info = ModelInfo(
         name="demo" if config.model in ("demo", "auto") and is_demo else model_id,
         version=model_version(model_id, config.adapter),
         device=device, dtype=str(dtype).removeprefix("torch."), quant=quant,
-        prompt_format=fmt.name, is_demo=is_demo, adapter=config.adapter, note=note)
+        prompt_format=fmt.name, is_demo=is_demo, adapter=config.adapter, note=note,
+        decision="" if is_demo else plan.reason)
     log.info("loaded %s", info.describe())
     return VLM(model=model, processor=processor, prompt_format=fmt, info=info)
 

@@ -92,7 +92,14 @@ def load_base(options: TrainOptions, device: str):
     from model.loader import LoadConfig, load_model
 
     quant = "4bit" if options.method == "qlora" else "none"
-    return load_model(LoadConfig(model=options.base, device=device, dtype=options.dtype, quant=quant,
+    dtype = options.dtype
+    if dtype == "auto" and device.startswith("cuda"):
+        import torch
+
+        # Training wants bf16 where the GPU has it (fp16 weights cannot be trained in full, and
+        # need loss scaling); serving follows the checkpoint's saved dtype instead.
+        dtype = "bfloat16" if torch.cuda.is_bf16_supported() else "float16"
+    return load_model(LoadConfig(model=options.base, device=device, dtype=dtype, quant=quant,
                                  cache_dir=options.cache_dir))
 
 
