@@ -30,8 +30,9 @@ class AddResult:
 def caption_into_queue(store: Store, vlm, paths: list[Path], prompt: str, preset: str | None,
                        settings=None, batch_size: int = 4, licence: str | None = None,
                        consent: str | None = None,
-                       progress: Callable[[int], None] | None = None) -> AddResult:
-    """Caption `paths` with `vlm` in batches and queue each caption as a draft."""
+                       progress: Callable[[int], None] | None = None, overlap: int = 1) -> AddResult:
+    """Caption `paths` with `vlm` in batches and queue each caption as a draft, with the
+    model's confidence in it (mean and minimum token log-probability)."""
     from model.images import ImageError, load_image
 
     if batch_size < 1:
@@ -53,21 +54,21 @@ def caption_into_queue(store: Store, vlm, paths: list[Path], prompt: str, preset
                 continue
             batch.append((path, prepared))
         if batch:
-            captions = vlm.caption_batch([load_image(p.data) for _, p in batch], prompt, settings)
-            for (path, prepared), caption in zip(batch, captions):
+            scored = vlm.caption_batch_scored([load_image(p.data) for _, p in batch], prompt, settings)
+            for (path, prepared), (caption, mean, low) in zip(batch, scored):
                 if not caption.strip():
                     result.failed.append(f"{path}: the model returned an empty caption")
                     continue
                 draft = Draft(vlm.info.name, vlm.info.version, caption, preset=preset,
-                              prompt=prompt, settings=settings_json)
-                _queue(store, prepared, draft, licence, consent, result)
+                              prompt=prompt, settings=settings_json, confidence_mean=mean, confidence_min=low)
+                _queue(store, prepared, draft, licence, consent, result, overlap)
         if progress:
             progress(len(paths[start:start + batch_size]))
     return result
 
 
-def _queue(store: Store, prepared, draft: Draft, licence, consent, result: AddResult) -> None:
+def _queue(store: Store, prepared, draft: Draft, licence, consent, result: AddResult, overlap: int = 1) -> None:
     try:
-        result.queued.append(store.enqueue(prepared, draft, licence=licence, consent=consent))
+        result.queued.append(store.enqueue(prepared, draft, licence=licence, consent=consent, overlap=overlap))
     except DuplicateImage:  # the same photo twice in one run, or another process was faster
         result.already_queued += 1

@@ -80,6 +80,8 @@ def _register_add(actions) -> None:
     add.add_argument("--batch-size", type=int, default=4, help="images per generate call (default 4)")
     add.add_argument("--licence", help="licence of the photos, recorded with each image")
     add.add_argument("--consent", help="consent note for the photos, recorded with each image")
+    add.add_argument("--overlap", type=int, default=1, metavar="N",
+                     help="independent reviews per item, by N different reviewers (default 1)")
     add_model_arguments(add)
     add_generation_arguments(add)
     add_store_arguments(add)
@@ -97,6 +99,10 @@ def _register_import(actions) -> None:
                      help="download images given by URL (public addresses only); default: keep the URLs")
     imp.add_argument("--licence", help="licence recorded with each imported image")
     imp.add_argument("--chunk-rows", type=int, default=5000, help="rows per transaction (default 5000)")
+    imp.add_argument("--overlap", type=int, default=1, metavar="N",
+                     help="independent reviews per item, by N different reviewers (default 1)")
+    imp.add_argument("--gold", action="store_true",
+                     help="the captions are references: gold items mixed into claims to score reviewers, never exported")
     imp.add_argument("--json", action="store_true", help="print the result of each file as JSON")
     add_store_arguments(imp)
     imp.set_defaults(func=run_import)
@@ -143,6 +149,7 @@ def run_add(args) -> int:
         result = caption_into_queue(
             store, vlm, paths, resolve_prompt(args.preset, args.prompt), "custom" if args.prompt else args.preset,
             settings_from_args(args), args.batch_size, args.licence, args.consent, progress=bar.update,
+            overlap=args.overlap,
         )
     for failure in result.failed:
         print(f"{failure}", file=sys.stderr)
@@ -161,7 +168,7 @@ def run_import(args) -> int:
         with tqdm(total=count_rows(path), unit="row", desc=str(path), file=sys.stderr, disable=args.json,
                   delay=0.5) as bar:
             result = import_file(store, path, fetch_images=args.fetch_images, chunk_rows=args.chunk_rows,
-                                 progress=bar.update, licence=args.licence)
+                                 progress=bar.update, licence=args.licence, overlap=args.overlap, gold=args.gold)
         if args.json:
             print(json.dumps(asdict(result)))
             continue
@@ -218,7 +225,22 @@ def run_stats(args) -> int:
         edit = "-" if row["mean_edit_rate"] is None else f"{row['mean_edit_rate']:.3f}"
         print(f"model {row['model_name']} {row['model_version']}: {row['total']} items, "
               f"approval rate {rate}, mean edit rate {edit}")
+    _print_team_stats(stats)
     return 0
+
+
+def _print_team_stats(stats: dict) -> None:
+    agreement, gold = stats["agreement"], stats["gold"]
+    if agreement["items"]:
+        per = ", ".join(f"{who} {value:.3f}" for who, value in agreement["by_reviewer"].items())
+        print(f"agreement (token F1) {agreement['overall']:.3f} over {agreement['items']} items; {per}")
+    if gold["items"]:
+        per = ", ".join(f"{who} {row['mean_score']:.3f} ({row['reviews']})" for who, row in gold["by_reviewer"].items())
+        print(f"gold: {gold['items']} items; score vs gold {per or '-'}")
+    for row in stats["tags"]:
+        used = ", ".join(f"{tag} {n['corrections']} ({n['spans']} spans)" for tag, n in row["tags"].items()
+                         if n["corrections"])
+        print(f"tags {row['model_name']} {row['model_version']}: {used}")
 
 
 def run_reassign(args) -> int:

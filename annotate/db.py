@@ -48,7 +48,9 @@ class DbConfig:
 
 
 def resolve_data_dir(data_dir: Path | str | None) -> Path:
-    chosen = Path(data_dir or os.environ.get(DATA_DIR_ENV) or "data")
+    from annotate.backup import default_data_dir  # /data on persistent storage, else ./data
+
+    chosen = Path(data_dir or os.environ.get(DATA_DIR_ENV) or default_data_dir())
     chosen.mkdir(parents=True, exist_ok=True)
     return chosen.resolve()
 

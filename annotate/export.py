@@ -121,10 +121,12 @@ def export(store: Store, out_dir: str | Path, format: str = "humancaptionhq", st
             with store.engine.connect() as conn:
                 joined = select(*_COLUMNS).join(IMAGES, ITEMS.c.image_id == IMAGES.c.id)
                 photos = list(conn.scalars(select(IMAGES.c.sha256).join(ITEMS, ITEMS.c.image_id == IMAGES.c.id)
-                                           .where(ITEMS.c.status == status, IMAGES.c.path.is_not(None))))
+                                           .where(ITEMS.c.status == status, IMAGES.c.path.is_not(None),
+                                                  ITEMS.c.gold_caption.is_(None))))
                 rescued = rescued_photo(photos, split)
                 writer = _Writer(staged, format, split, blur_faces, store, result, rescued)
-                query = joined.where(ITEMS.c.status == status).order_by(ITEMS.c.id)
+                # Gold items are references for scoring reviewers, never training data.
+                query = joined.where(ITEMS.c.status == status, ITEMS.c.gold_caption.is_(None)).order_by(ITEMS.c.id)
                 size = min(CHUNK_ROWS, IMAGE_CHUNK_ROWS) if photos else CHUNK_ROWS
                 try:
                     for rows in _chunks(conn, query, size):

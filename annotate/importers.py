@@ -84,8 +84,10 @@ class _BadRow(Exception):
 
 def import_file(store: Store, path: str | Path, fetch_images: bool = False, chunk_rows: int = 5000,
                 progress: Callable[[int], None] | None = None, licence: str | None = None,
-                fetch_limits: FetchLimits = FetchLimits()) -> ImportResult:
-    """Import one dataset file; `progress(rows)` is called after each chunk."""
+                fetch_limits: FetchLimits = FetchLimits(), overlap: int = 1, gold: bool = False) -> ImportResult:
+    """Import one dataset file; `progress(rows)` is called after each chunk.
+
+    overlap: independent reviews per item; gold: the captions are references (gold items)."""
     path = Path(path)
     if not path.is_file():
         raise ImportFailed(f"{path} does not exist or is not a file")
@@ -104,7 +106,7 @@ def import_file(store: Store, path: str | Path, fetch_images: bool = False, chun
             except (_BadRow, QueueError, ValueError) as exc:  # ImageError is a ValueError
                 result.note_bad(row_number, str(exc))
         result.rows_read += len(raw_rows)
-        done = store.enqueue_many(new_items)
+        done = store.enqueue_many(new_items, overlap=overlap, gold=gold)
         result.imported += done.imported
         result.duplicates += done.duplicates
         if progress:

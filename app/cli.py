@@ -17,6 +17,7 @@ SUBCOMMAND_MODULES = (
     "model.cli",
     "annotate.cli",
     "annotate.labelstudio_cli",
+    "annotate.backup_cli",
     "train.cli",
 )
 

@@ -1,15 +1,19 @@
 """What a finished run leaves in its output folder, so any version traces back to its data.
 
     OUT/adapter_config.json, adapter_model.safetensors   LoRA/QLoRA (load: --model BASE --adapter OUT)
-    OUT/config.json, model.safetensors, processor files  full, or --merge (load: --model OUT;
+    OUT/config.json, model.safetensors                   full, or --merge (load: --model OUT;
                                                          the adapter is kept in OUT/adapter/)
-    OUT/training_config.json   every option, resolved defaults, library versions
-    OUT/data_manifest.json     the export (folder, sha256, manifest) and the item ids per split
+    OUT/processor and tokenizer files, OUT/README.md     the processor; the model card (train.card)
     OUT/metrics.json           training loss, steps, runtime, throughput, peak memory
-    OUT/progress.jsonl         the loss curve; OUT/status.json the last state of the run
-    OUT/eval.json              held-out scores (base and new version) when evaluated
-    OUT/studio_version.json    the version id, base, method and how to load it
-    OUT/checkpoints/           resumable checkpoints (the newest `--save-limit`)
+    OUT/studio_version.json    the version id, base, method and how to load it (paths relative to OUT)
+    OUT/runs/                  TensorBoard logs (--report-to tensorboard)
+    OUT/training/              the training state, machine-local, never needed to load the version:
+      training_config.json     every option, resolved defaults, library versions
+      data_manifest.json       the export (folder, sha256, manifest) and the item ids per split
+      progress.jsonl, status.json, train.log   the loss curve, the last state of the run, the job's log
+      eval.json                held-out scores (base and new version) when evaluated
+      training_args.bin, checkpoints/   transformers' arguments; resumable checkpoints (newest `--save-limit`)
+The files at the top level hold no absolute path: the folder is a Hub model repository as it is.
 """
 
 from __future__ import annotations
@@ -22,11 +26,13 @@ import sys
 from datetime import datetime, timezone
 from pathlib import Path
 
+from train import card
 from train.progress import write_json_atomic
 from train.versions import VERSION_FILE
 
 log = logging.getLogger(__name__)
-CHECKPOINTS = "checkpoints"
+STATE_DIR = "training"  # the training state: not needed to load the version (see above)
+CHECKPOINTS = f"{STATE_DIR}/checkpoints"
 ADAPTER_FILES = ("adapter_config.json", "adapter_model.safetensors", "README.md")
 
 
@@ -54,9 +60,17 @@ def save_version(trainer, vlm, resolved, data, result, out: Path) -> dict:
     trainer.save_model(str(out))
     if not trainer.is_world_process_zero():
         return {}
+    state = out / STATE_DIR
+    state.mkdir(exist_ok=True)
+    if (out / "training_args.bin").exists():  # written by save_model: training state, not the model
+        (out / "training_args.bin").replace(state / "training_args.bin")
     if options.merge:
         _merge(out, options, vlm)
-    base_ref = _base_ref(options.base)
+    else:
+        vlm.processor.save_pretrained(str(out))  # AutoProcessor.from_pretrained(OUT) works, as for merged models
+    for folder in (out, out / "adapter"):
+        card.portable_adapter_config(folder, options.base)
+    base_ref = card.base_reference(options.base, out)
     metrics = _metrics(trainer, result, data)
     manifest = data.describe()
     config = resolved.as_dict() | {"base_version": vlm.info.version, "world_size": trainer.args.world_size,
@@ -66,22 +80,30 @@ def save_version(trainer, vlm, resolved, data, result, out: Path) -> dict:
         "version": _version_id(out, config, manifest, metrics),
         "base": base_ref, "base_version": vlm.info.version,
         "base_is_demo": resolved.is_demo, "method": options.method, "merged": options.merge,
-        "load": {"model": str(out) if stands_alone else base_ref, "adapter": None if stands_alone else str(out)},
+        # Relative to OUT (".": this folder), resolved by train.versions.read_version.
+        "load": {"model": "." if stands_alone else base_ref, "adapter": None if stands_alone else "."},
         "created_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        "data": {"export": manifest["export"], "format": manifest["format"], "sha256": manifest["sha256"],
+        "data": {"export": Path(manifest["export"]).name, "format": manifest["format"], "sha256": manifest["sha256"],
                  "train_items": len(manifest["items"]["train"]), "heldout_items": len(manifest["items"]["heldout"])},
         "metrics": metrics,
     }
-    write_json_atomic(out / "training_config.json", config)
-    write_json_atomic(out / "data_manifest.json", manifest)
+    write_json_atomic(state / "training_config.json", config)
+    write_json_atomic(state / "data_manifest.json", manifest)
     write_json_atomic(out / "metrics.json", metrics)
+    card.write_model_card(out, meta, config)
     write_json_atomic(out / VERSION_FILE, meta)  # last: its presence means the version is complete
-    return meta
+    return meta | {"load": resolved_load(meta["load"], out)}
 
 
-def _base_ref(base: str) -> str:
-    """How to load the base again: a local folder as an absolute path, anything else as given."""
-    return str(Path(base).resolve()) if Path(base).is_dir() else base
+def resolved_load(load: dict, out: Path) -> dict:
+    """studio_version.json's `load`, with paths relative to the version folder made absolute."""
+
+    def resolve(value: str | None) -> str | None:
+        if value is None or Path(value).is_absolute() or not (value == "." or value.startswith(("./", "../"))):
+            return value  # None, a hub id, 'demo', or an absolute path from an older version
+        return str((out / value).resolve())
+
+    return {"model": resolve(load.get("model")), "adapter": resolve(load.get("adapter"))}
 
 
 def _version_id(out: Path, config: dict, manifest: dict, metrics: dict) -> str:
@@ -149,9 +171,12 @@ def evaluate_before_after(options, meta: dict, out: Path) -> None:
     before = LoadConfig(model=options.base, quant=quant, cache_dir=options.cache_dir, dtype=options.dtype)
     after = LoadConfig(model=meta["load"]["model"], adapter=meta["load"]["adapter"], cache_dir=options.cache_dir,
                        quant=quant if meta["load"]["adapter"] else "none", dtype=options.dtype)
-    for config in (before, after):
+    runs = {}
+    for which, config in (("before", before), ("after", after)):
         vlm = load_model(config)
-        result = evaluate(vlm, EvalOptions(data=options.data))
+        runs[which] = result = evaluate(vlm, EvalOptions(data=options.data))
         save_result(result, out / EVAL_FILE)
         log.info("held-out scores of %s: %s", result["version"], result["metrics"])
         vlm.release()
+    config = json.loads((out / STATE_DIR / "training_config.json").read_text())
+    card.write_model_card(out, json.loads((out / VERSION_FILE).read_text()), config, runs)
