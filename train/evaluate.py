@@ -1,7 +1,8 @@
 """Caption a split of an export with a model and score it against the reviewers' captions.
 
-Results are appended to an `eval.json` ({"runs": [...]}) next to the model: in the adapter
-folder, the model folder, or (for hub ids) the export folder, so a version carries its scores.
+Results are appended to an `eval.json` ({"runs": [...]}) next to the model: under the adapter
+folder's or the model folder's `training/` (it holds local paths: the training state, not the
+model), or (for hub ids) in the export folder, so a version carries its scores.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from train.data import ExportData
 from train.errors import DataError
 from train.options import DEMO_DEFAULTS, HUMANVLM_DEFAULTS, EvalOptions
 
-EVAL_FILE = "eval.json"
+EVAL_FILE = "training/eval.json"  # relative to a model or adapter folder
 SAMPLES_KEPT = 8  # per run, for a quick look at what the model wrote
 
 

@@ -80,7 +80,7 @@ class JobRunner:
         if data is None and not available_corrections(store, self.config.split)["train"]:
             raise DataError(NO_TRAIN_DATA)  # now, not as a job that fails a second later
         with self._lock:
-            job = self.jobs.create(asdict(options), str(out_dir), str(out_dir / "train.log"), options.data or None)
+            job = self.jobs.create(asdict(options), str(out_dir), str(out_dir / "training" / "train.log"), options.data or None)
             out_dir.mkdir(parents=True, exist_ok=True)
             self._launch(job.id, store)
         return job

@@ -1,7 +1,7 @@
 """How a training run reports progress to whoever watches its output folder.
 
-The training process writes two files in its output folder; the web app reads them (it never
-talks to the process):
+The training process writes two files under its output folder's `training/` (the training
+state, see train.output); the web app reads them (it never talks to the process):
 - `status.json`: replaced atomically, at most once a second: phase, step, max_steps, ETA,
   the last loss, and on failure the reason;
 - `progress.jsonl`: one line per logging step (step, loss, learning rate, epoch, seconds):
@@ -16,8 +16,8 @@ import os
 import time
 from pathlib import Path
 
-STATUS_FILE = "status.json"
-PROGRESS_FILE = "progress.jsonl"
+STATUS_FILE = "training/status.json"  # relative to the output folder
+PROGRESS_FILE = "training/progress.jsonl"
 PHASES = ("loading", "training", "saving", "evaluating", "finished", "failed")
 MIN_INTERVAL_S = 1.0
 
@@ -95,7 +95,7 @@ def make_callback(out_dir: Path, status: StatusWriter):
         def on_train_begin(self, args, state, control, **kwargs):
             self.began, self.first_step = time.time(), state.global_step
             if state.is_world_process_zero:
-                _truncate_progress(out_dir / PROGRESS_FILE, state.global_step)
+                _truncate_progress(out_dir, state.global_step)
                 status.update(phase="training", step=state.global_step, max_steps=state.max_steps,
                               started_at=self.began, eta_s=None)
 
@@ -119,6 +119,7 @@ def make_callback(out_dir: Path, status: StatusWriter):
             point = {"step": state.global_step, "loss": float(logs["loss"]), "lr": logs.get("learning_rate"),
                      "epoch": logs.get("epoch"), "grad_norm": logs.get("grad_norm"),
                      "token_accuracy": logs.get("mean_token_accuracy"), "time": time.time()}
+            (out_dir / PROGRESS_FILE).parent.mkdir(parents=True, exist_ok=True)
             with (out_dir / PROGRESS_FILE).open("a") as fh:
                 fh.write(json.dumps(point) + "\n")
             status.update(loss=point["loss"])
@@ -126,11 +127,12 @@ def make_callback(out_dir: Path, status: StatusWriter):
     return ProgressCallback()
 
 
-def _truncate_progress(path: Path, step: int) -> None:
+def _truncate_progress(out_dir: Path, step: int) -> None:
     """On resume, drop points logged after the checkpoint: the curve continues from there."""
+    path = out_dir / PROGRESS_FILE
     if not path.exists():
         return
-    kept = [p for p in read_progress(path.parent) if p.get("step", 0) <= step]
+    kept = [p for p in read_progress(out_dir) if p.get("step", 0) <= step]
     tmp = path.with_name(f".{path.name}.tmp")
     tmp.write_text("".join(json.dumps(p) + "\n" for p in kept))
     os.replace(tmp, path)

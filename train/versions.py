@@ -3,8 +3,11 @@
 Every output folder holds `studio_version.json` (read by model.loader as the version id):
 
     {"version": "shapes-lora-3f2a9c1e", "base": "demo", "base_version": "demo-v2",
-     "method": "lora", "merged": false, "load": {"model": "demo", "adapter": "/abs/out"},
+     "method": "lora", "merged": false, "load": {"model": "demo", "adapter": "."},
      "created_at": "...", "data": {...}, "metrics": {...}}
+
+`load` paths are relative to the folder ("." is the folder itself), so the folder can move or be
+pushed to the Hub; read_version resolves them (absolute paths of older versions still work).
 """
 
 from __future__ import annotations
@@ -60,10 +63,12 @@ def read_version(folder: str | Path) -> ModelVersion | None:
         return None
     if "load" not in meta:  # not written by train (e.g. a hand-made file)
         return None
+    from train.output import resolved_load
+
     return ModelVersion(
         version=meta["version"], path=Path(folder).resolve(), base=meta.get("base", "?"),
         base_version=meta.get("base_version", ""), method=meta.get("method", "?"), merged=bool(meta.get("merged")),
-        created_at=meta.get("created_at", ""), base_is_demo=bool(meta.get("base_is_demo")), load=meta["load"],
+        created_at=meta.get("created_at", ""), base_is_demo=bool(meta.get("base_is_demo")), load=resolved_load(meta["load"], Path(folder).resolve()),
         data=meta.get("data", {}), metrics=meta.get("metrics", {}))
 
 
