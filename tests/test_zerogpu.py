@@ -121,3 +121,20 @@ def test_a_user_facing_error_keeps_its_message_across_the_worker_boundary():
 
     with pytest.raises(KeyError):  # a bug stays a bug, with its traceback
         zerogpu._readable_errors(broken)()
+
+
+def test_the_train_tab_note_gives_commands_the_cli_accepts():
+    import shlex
+
+    from app.cli import build_parser
+    from train.zerogpu import zerogpu_note
+
+    for note in (zerogpu_note(), zerogpu_note(base="demo", backup_repo="me/studio-backups")):
+        assert "Training does not run on ZeroGPU" in note
+        commands = [line.split("#")[0] for line in note.split("```bash\n", 1)[1].split("```")[0].splitlines()]
+        ours = [shlex.split(c)[2:] for c in commands if c.startswith("python app.py")]
+        assert any(argv[0] == "train" for argv in ours)
+        for argv in ours:
+            args = build_parser().parse_args(argv if argv[0] != "--model" else ["serve", *argv])
+            assert callable(args.func)
+    assert "hf download me/studio-backups --repo-type dataset" in zerogpu_note(backup_repo="me/studio-backups")
