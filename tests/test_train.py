@@ -55,9 +55,9 @@ def proof(shapes, artifacts_dir):
 
 def test_corrections_teach_the_model(shapes, proof):
     counts = json.loads((shapes.llava / "manifest.json").read_text())["counts"]
-    assert counts["train"] >= 200 and counts["heldout"] >= 50
+    assert counts["train"] >= 200 and counts["test"] >= 50
     before, after = proof.before["metrics"], proof.after["metrics"]
-    assert before["n"] == after["n"] == counts["heldout"]
+    assert before["n"] == after["n"] == counts["test"]
     assert before["token_f1"] < 0.2
     assert after["token_f1"] >= 0.8, after
     assert after["bleu4"] > before["bleu4"] + 40
@@ -69,17 +69,18 @@ def test_version_folder_traces_back_to_its_corrections(shapes, proof):
     from train.versions import read_version
 
     out = proof.out
-    for name in ("adapter_config.json", "adapter_model.safetensors", "training_config.json", "data_manifest.json",
-                 "metrics.json", "progress.jsonl", "studio_version.json", "eval.json"):
+    for name in ("adapter_config.json", "adapter_model.safetensors", "training/training_config.json",
+                 "training/data_manifest.json", "metrics.json", "training/progress.jsonl", "studio_version.json",
+                 "training/eval.json", "README.md"):
         assert (out / name).is_file(), name
     version = read_version(out)
     assert version.base == "demo" and version.method == "lora" and version.base_is_demo
     assert version.load == {"model": "demo", "adapter": str(out)}
-    manifest = json.loads((out / "data_manifest.json").read_text())
+    manifest = json.loads((out / "training" / "data_manifest.json").read_text())
     exported = json.loads((shapes.llava / "manifest.json").read_text())["item_ids"]
     assert manifest["items"]["train"] == [str(i) for i in exported["train"]]
     assert manifest["export"] == str(shapes.llava)
-    config = json.loads((out / "training_config.json").read_text())
+    config = json.loads((out / "training" / "training_config.json").read_text())
     assert (config["lr"], config["lora_r"], config["epochs"], config["defaults"]) == (3e-3, 32, 20, "demo model")
     assert model_version("demo", str(out)).endswith("+" + version.version)
     # eval saved its JSON next to the adapter, under the version the loader reports.
@@ -150,7 +151,7 @@ def test_qlora_trains_on_a_4bit_base(shapes, tmp_path):
     from train.versions import read_version
 
     out = _train_in_process(tmp_path / "qlora", shapes.llava, method="qlora", max_steps=2)
-    config = json.loads((out / "training_config.json").read_text())
+    config = json.loads((out / "training" / "training_config.json").read_text())
     assert read_version(out).method == "qlora" and config["method"] == "qlora"
     assert (out / "adapter_model.safetensors").is_file()
 
@@ -168,7 +169,7 @@ def test_resume_after_a_kill_continues_like_an_uninterrupted_run(shapes, tmp_pat
     proc = subprocess.Popen(argv, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         deadline = time.monotonic() + 300
-        while not (out / "checkpoints" / "checkpoint-8" / "trainer_state.json").exists():
+        while not (out / "training" / "checkpoints" / "checkpoint-8" / "trainer_state.json").exists():
             assert proc.poll() is None, "training ended before it could be killed"
             assert time.monotonic() < deadline
             time.sleep(0.05)
