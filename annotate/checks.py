@@ -24,10 +24,21 @@ def check_name(reviewer: str) -> str:
     return reviewer.strip()
 
 
+# HumanCaption-HQ's longest captions are about 500 words (~3,500 characters); far longer text
+# is an accident or an attack, and one such example can run a training out of memory.
+MAX_CAPTION_CHARS = 5_000
+
+
 def check_caption(caption: str) -> str:
     if not isinstance(caption, str) or not caption.strip():
         raise InvalidInput("the caption is empty; write a caption or reject the item")
+    _check_length(caption)
     return caption.strip()
+
+
+def _check_length(caption: str) -> None:
+    if len(caption) > MAX_CAPTION_CHARS:
+        raise InvalidInput(f"the caption is {len(caption):,} characters; the limit is {MAX_CAPTION_CHARS:,}")
 
 
 def check_fields(fields: dict[str, str] | None) -> dict[str, str] | None:
@@ -42,6 +53,7 @@ def check_fields(fields: dict[str, str] | None) -> dict[str, str] | None:
 def check_draft(draft: Draft) -> None:
     if not isinstance(draft, Draft) or not isinstance(draft.caption, str) or not draft.caption.strip():
         raise InvalidInput("a Draft with the model's (non-empty) caption is required")
+    _check_length(draft.caption)
 
 
 def check_tags(tags) -> list[str] | None:

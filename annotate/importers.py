@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import NamedTuple
 
 from annotate.blobs import prepare_image, url_identity
+from annotate.checks import check_draft
 from annotate.errors import ImportFailed, QueueError
 from annotate.fetch import FetchLimits, fetch_bytes
 from annotate.records import Draft, NewItem
@@ -257,6 +258,7 @@ def _to_new_item(ctx: _Context, row: int, parsed: Parsed) -> NewItem:
     url, image = parsed.url, parsed.image
     licence = ctx.licence or parsed.licence
     draft = Draft(ctx.source, ctx.version, parsed.caption, prompt=parsed.prompt, settings={"row": row})
+    check_draft(draft)  # empty or over-long captions are bad rows, reported and skipped
     if parsed.identity and ctx.store.item_for_image(parsed.identity) is not None:
         # Exported from this queue: the same photo, re-encoded. Counted as a duplicate.
         return NewItem(parsed.identity, "content", draft, url=url, licence=licence)

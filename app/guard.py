@@ -35,7 +35,7 @@ def ask(services, action: str, request=None, profile=None, target=None) -> Ident
         log.warning("refused %s for %s: %s", action, identity.who, exc)
         if identity.name and services.store is not None:
             services.store.audit.record(identity.who, str(identity.role), action, target, str(exc), allowed=False)
-        raise gr.Error(_sentence(str(exc)), title="Not allowed") from None
+        raise gr.Error(_sentence(str(exc)), title="Not allowed", print_exception=False) from None
 
 
 def audit(services, identity: Identity, action: str, target=None, detail=None) -> None:
@@ -48,7 +48,7 @@ def audit(services, identity: Identity, action: str, target=None, detail=None) -
 def user_error(exc: Exception) -> Exception:
     """A product error the user can act on becomes a gr.Error with its message; others re-raise."""
     if getattr(exc, "user_facing", False):
-        return gr.Error(_sentence(str(exc)))
+        return gr.Error(_sentence(str(exc)), print_exception=False)  # a user mistake: no traceback
     return exc
 
 

@@ -23,6 +23,8 @@ from contextvars import ContextVar
 from dataclasses import dataclass, field
 from enum import IntEnum
 
+from annotate.checks import MAX_CAPTION_CHARS
+
 ADMINS_ENV = "HUMANVLM_ADMINS"
 REVIEWERS_ENV = "HUMANVLM_REVIEWERS"
 LOCAL_USER = "local"  # the name the laptop user signs with when no name is typed
@@ -70,7 +72,7 @@ class Limits:
     max_prompt_chars: int = 2_000  # prompt or chat message
     max_new_tokens: int = 1_024  # cap on what a caller may ask for
     max_chat_turns: int = 12  # earlier turns are dropped from the context
-    max_caption_chars: int = 5_000  # HumanCaption-HQ's longest captions are about 500 words
+    max_caption_chars: int = MAX_CAPTION_CHARS  # the queue's own limit (annotate/checks.py)
     queue_size: int = 64  # events waiting in Gradio's queue; more are refused with "queue full"
     sends_per_minute: int = 6  # "Send to review" by one visitor
     retention_hours: float = 24.0  # temporary uploads and export zips older than this are deleted

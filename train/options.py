@@ -31,13 +31,15 @@ class ModelDefaults:
     train_embeddings: bool  # lm_head and input embeddings trained in full (LoRA keeps them frozen otherwise)
     eval_max_new_tokens: int
     gradient_checkpointing: bool  # trade compute for memory: needed for 8B on one GPU, a waste on the demo
+    vision_lora: bool = False  # LoRA on the vision tower's linear layers too (the LoRA methods)
 
 
-# HumanVLM's stage two: LoRA r=128/alpha=256 on the LLM, projector trained, lr 5e-5, 1 epoch.
-# Its global batch of ~256 would be a single step on a few hundred corrections: 4 x 4 = 16 here.
+# HumanVLM's stage two (docs/humanvlm.md): LoRA r=128/alpha=256/dropout 0.05 on the LLM and on
+# the SigLIP vision tower, projector trained in full, lr 5e-5, 1 epoch. Its global batch of ~256
+# would be a single step on a few hundred corrections: 4 x 4 = 16 here.
 HUMANVLM_DEFAULTS = ModelDefaults("HumanVLM (stage two)", epochs=1, lr=5e-5, batch_size=4, grad_accum=4,
                                   lora_r=128, lora_alpha=256, train_embeddings=False, eval_max_new_tokens=400,
-                                  gradient_checkpointing=True)
+                                  gradient_checkpointing=True, vision_lora=True)
 # The demo model starts from random weights: without a trainable lm_head and a high learning
 # rate it learns nothing useful in minutes; 20 epochs of a few hundred items take ~1 min on a CPU.
 DEMO_DEFAULTS = ModelDefaults("demo model", epochs=20, lr=3e-3, batch_size=16, grad_accum=1,
@@ -56,7 +58,8 @@ class TrainOptions:
     data: str = _opt(None, "export folder written by `app.py export` (llava JSON or humancaptionhq parquet)", required=True)
     base: str = _opt(None, "base model: hub id, local folder, or 'demo' for the offline demo model", required=True)
     out: str = _opt(None, "output folder for the new version (adapter or model, config, manifest, metrics)", required=True)
-    method: str = _opt("lora", "lora: adapters on the language model, projector trained | qlora: the same on a 4-bit "
+    method: str = _opt("lora", "lora: adapters on the language model (and the vision tower: --vision-tower), projector "
+                       "trained | qlora: the same on a 4-bit "
                        "nf4 base (bitsandbytes) | full: projector + language model, vision tower frozen",
                        choices=METHODS)
     epochs: float | None = _opt(None, "passes over the training split; " + _default_help("epochs"), type=float)
@@ -68,6 +71,9 @@ class TrainOptions:
     lora_r: int | None = _opt(None, "LoRA rank; " + _default_help("lora_r"), type=int)
     lora_alpha: int | None = _opt(None, "LoRA alpha; " + _default_help("lora_alpha"), type=int)
     lora_dropout: float = _opt(0.05, "LoRA dropout", type=float)
+    vision_tower: str | None = _opt(None, "lora: LoRA on the vision tower too (HumanVLM's stage two) | frozen: leave "
+                                    "it as it is (less memory); default lora for HumanVLM, frozen for the demo "
+                                    "model; --method full always leaves it frozen", choices=("lora", "frozen"))
     save_steps: int = _opt(50, "write a resumable checkpoint every N optimizer steps", type=int)
     save_limit: int = _opt(2, "checkpoints kept (older ones are deleted)", type=int)
     resume: bool = _opt(False, "continue from the last checkpoint in --out (after a crash, kill or cancel)")
@@ -75,7 +81,8 @@ class TrainOptions:
     evaluate: bool = _opt(False, "after training, caption the held-out split with the base and the new "
                           "version and save both scores in OUT/eval.json")
     seed: int = _opt(0, "random seed (data order, adapter initialisation, dropout)", type=int)
-    max_length: int | None = _opt(None, "truncate longer sequences to this many tokens (image tokens included)", type=int)
+    max_length: int | None = _opt(3400, "truncate longer sequences to this many tokens, image tokens included "
+                                  "(HumanVLM trained at about 3.4k; one over-long caption cannot run a training out of memory)", type=int)
     dtype: str = _opt("auto", "auto (bf16 on GPUs that have it, else fp16; fp32 on CPU) | float32 | bfloat16 | float16")
     cache_dir: str | None = _opt(None, "where the demo model is built (default $HUMANVLM_CACHE)")
 
@@ -93,12 +100,13 @@ class Resolved:
     grad_accum: int
     lora_r: int
     lora_alpha: int
+    vision_lora: bool = False
 
     def as_dict(self) -> dict:
         return asdict(self.options) | {
             "defaults": self.defaults.name, "epochs": self.epochs, "lr": self.lr, "batch_size": self.batch_size,
             "grad_accum": self.grad_accum, "lora_r": self.lora_r, "lora_alpha": self.lora_alpha,
-            "train_embeddings": self.defaults.train_embeddings,
+            "train_embeddings": self.defaults.train_embeddings, "vision_lora": self.vision_lora,
         }
 
 
@@ -111,7 +119,11 @@ def resolve(options: TrainOptions, is_demo: bool) -> Resolved:
     pick = lambda value, default: default if value is None else value  # noqa: E731
     resolved = Resolved(options, d, is_demo, epochs=pick(options.epochs, d.epochs), lr=pick(options.lr, d.lr),
                         batch_size=pick(options.batch_size, d.batch_size), grad_accum=pick(options.grad_accum, d.grad_accum),
-                        lora_r=pick(options.lora_r, d.lora_r), lora_alpha=pick(options.lora_alpha, d.lora_alpha))
+                        lora_r=pick(options.lora_r, d.lora_r), lora_alpha=pick(options.lora_alpha, d.lora_alpha),
+                        vision_lora=options.method != "full" and pick(options.vision_tower, "lora" if d.vision_lora
+                                                                        else "frozen") == "lora")
+    if options.method == "full" and options.vision_tower == "lora":
+        raise OptionsError("--vision-tower lora applies to LoRA methods; --method full leaves the vision tower frozen")
     for name in ("batch_size", "grad_accum", "lora_r", "lora_alpha"):
         if getattr(resolved, name) < 1:
             raise OptionsError(f"--{name.replace('_', '-')} must be at least 1")
