@@ -11,6 +11,7 @@ import argparse
 from dataclasses import MISSING, asdict, dataclass, field, fields, replace
 
 METHODS = ("lora", "qlora", "full")
+REPORTERS = ("auto", "tensorboard", "trackio", "wandb", "none")
 
 
 def _opt(default, help: str, type=None, choices=None, required=False):
@@ -85,6 +86,9 @@ class TrainOptions:
                                   "(HumanVLM trained at about 3.4k; one over-long caption cannot run a training out of memory)", type=int)
     dtype: str = _opt("auto", "auto (bf16 on GPUs that have it, else fp16; fp32 on CPU) | float32 | bfloat16 | float16")
     cache_dir: str | None = _opt(None, "where the demo model is built (default $HUMANVLM_CACHE)")
+    report_to: str = _opt("auto", "where transformers reports the run: tensorboard (into OUT/runs/, a tab on the Hub) | "
+                          "trackio | wandb | none | auto (tensorboard when installed, else none)",
+                          choices=REPORTERS)
 
 
 @dataclass(frozen=True)

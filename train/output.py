@@ -21,8 +21,10 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import os
 import resource
 import sys
+from contextlib import contextmanager
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -31,6 +33,7 @@ from train.progress import write_json_atomic
 from train.versions import VERSION_FILE
 
 log = logging.getLogger(__name__)
+TENSORBOARD_ENV = "TENSORBOARD_LOGGING_DIR"
 STATE_DIR = "training"  # the training state: not needed to load the version (see above)
 CHECKPOINTS = f"{STATE_DIR}/checkpoints"
 ADAPTER_FILES = ("adapter_config.json", "adapter_model.safetensors", "README.md")
@@ -93,6 +96,30 @@ def save_version(trainer, vlm, resolved, data, result, out: Path) -> dict:
     card.write_model_card(out, meta, config)
     write_json_atomic(out / VERSION_FILE, meta)  # last: its presence means the version is complete
     return meta | {"load": resolved_load(meta["load"], out)}
+
+
+def report_targets(choice: str) -> list[str]:
+    """transformers' `report_to` for `--report-to`: `auto` is TensorBoard when it is installed."""
+    if choice == "auto":
+        from importlib.util import find_spec
+
+        return ["tensorboard"] if find_spec("tensorboard") or find_spec("tensorboardX") else []
+    return [] if choice == "none" else [choice]
+
+
+@contextmanager
+def tensorboard_dir(out: Path):
+    """TensorBoard logs into OUT/runs/ (where the Hub looks), not under the checkpoints: transformers'
+    callback reads the folder from $TENSORBOARD_LOGGING_DIR when the Trainer is built."""
+    old = os.environ.get(TENSORBOARD_ENV)
+    os.environ[TENSORBOARD_ENV] = str(out / "runs")
+    try:
+        yield
+    finally:
+        if old is None:
+            os.environ.pop(TENSORBOARD_ENV, None)
+        else:
+            os.environ[TENSORBOARD_ENV] = old
 
 
 def resolved_load(load: dict, out: Path) -> dict:

@@ -23,7 +23,8 @@ from pathlib import Path
 from train.data import ExportData, to_dataset
 from train.errors import DataError, OptionsError
 from train.options import Resolved, TrainOptions, resolve
-from train.output import CHECKPOINTS, evaluate_before_after, find_checkpoint, save_version
+from train.output import (CHECKPOINTS, evaluate_before_after, find_checkpoint, report_targets, save_version,
+                          tensorboard_dir)
 from train.progress import PROGRESS_FILE, StatusWriter, make_callback
 from train.versions import VERSION_FILE
 
@@ -169,11 +170,13 @@ def build_trainer(model, peft_config, processor, dataset, resolved: Resolved, ou
         activation_checkpointing=resolved.defaults.gradient_checkpointing,
         activation_checkpointing_kwargs={"use_reentrant": False},
         remove_unused_columns=False,  # the collator needs the image/prompt/completion columns
-        report_to="none", disable_tqdm=not sys.stderr.isatty(), dataloader_num_workers=0,
+        report_to=report_targets(o.report_to), run_name=out.name, disable_tqdm=not sys.stderr.isatty(),
+        dataloader_num_workers=0,
     )
     collator = DataCollatorForVisionLanguageModeling(processor, max_length=o.max_length, completion_only_loss=True)
-    return Trainer(model=model, args=args, train_dataset=dataset, data_collator=collator, processing_class=processor,
-                   callbacks=[make_callback(out, status)])
+    with tensorboard_dir(out):
+        return Trainer(model=model, args=args, train_dataset=dataset, data_collator=collator,
+                       processing_class=processor, callbacks=[make_callback(out, status)])
 
 
 def _check_out_dir(out: Path, resume: bool) -> None:
