@@ -52,6 +52,10 @@ def register(subparsers) -> None:
     add_model_arguments(e)
     e.set_defaults(func=run_eval)
 
+    from train import push
+
+    push.register(subparsers)
+
 
 def _logging() -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s",
