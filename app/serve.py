@@ -8,7 +8,9 @@ import os
 import sys
 from dataclasses import dataclass
 
+from annotate.backup import point_hf_home
 from annotate.cli import add_store_arguments
+from annotate.hub_backup import add_backup_arguments, start_from_args
 from model.loader import add_model_arguments, config_from_args
 
 log = logging.getLogger(__name__)
@@ -32,6 +34,7 @@ def register(subparsers) -> None:
     p.add_argument("--no-store", action="store_true", help="serve the Caption & Chat tab only, without the review queue and training")
     add_access_arguments(p)
     add_store_arguments(p)
+    add_backup_arguments(p)
     add_model_arguments(p)
     p.set_defaults(func=run_serve)
 
@@ -117,6 +120,7 @@ def run_serve(args) -> int:
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     logging.getLogger("alembic").setLevel(logging.WARNING)  # migration chatter at every start
     _no_network_at_start()
+    point_hf_home()  # weights on persistent storage (/data), before huggingface_hub is imported
     from app.ui import Services, build_app
     from model.slot import ModelSlot
 
@@ -131,6 +135,7 @@ def run_serve(args) -> int:
     print(f"Model: {vlm.info.describe()}", file=sys.stderr)
     if vlm.info.is_demo and vlm.info.note:
         print(vlm.info.note, file=sys.stderr)
+    start_from_args(args)  # --backup-repo: restores an empty queue first, so before the store opens
     services = Services(slot=slot, store=_open_store(args), jobs=_job_runner(args), policy=Policy(access))
     _start_cleanup(services)
     app = build_app(services)
