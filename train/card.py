@@ -97,8 +97,8 @@ def _body(meta: dict, config: dict, evaluation: dict, adapter: bool, repo: str) 
               "Prompt in the Llama-3 chat format HumanVLM was trained with: "
               "`<|start_header_id|>user<|end_header_id|>\\n\\n<image>\\n{question}<|eot_id|>"
               "<|start_header_id|>assistant<|end_header_id|>\\n\\n`; stop on `<|eot_id|>`. "
-              "Or serve it in HumanVLM Studio: `python app.py --model " + (
-                  f"BASE --adapter {repo}`." if adapter else f"{repo}`."), ""]
+              f"Or serve it in HumanVLM Studio, downloaded first (`hf download {repo} --local-dir DIR`): "
+              "`python app.py --model " + ("BASE --adapter DIR`." if adapter else "DIR`."), ""]
     return "\n".join(lines)
 
 
