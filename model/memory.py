@@ -159,6 +159,10 @@ def free_memory(device: str, budget: str | None = None) -> int | None:
     if device.startswith("cuda"):
         import torch
 
+        from model.zerogpu import on_zerogpu
+
+        if on_zerogpu():  # no GPU in this process (spaces patches the properties): a call gets a whole slice
+            return torch.cuda.get_device_properties(0).total_memory
         return torch.cuda.mem_get_info(torch.device(device))[0]
     if device == "cpu":
         import psutil
