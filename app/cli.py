@@ -17,7 +17,9 @@ SUBCOMMAND_MODULES = (
     "model.cli",
     "annotate.cli",
     "annotate.labelstudio_cli",
+    "annotate.audit_cli",
     "annotate.backup_cli",
+    "annotate.db_cli",
     "train.cli",
 )
 

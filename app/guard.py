@@ -108,6 +108,9 @@ class Outbox:
         shutil.copyfile(source, target)
         return str(target)
 
+    def sweep_quietly(self) -> None:
+        self.sweep()
+
     def folder(self) -> Path:
         return Path(tempfile.mkdtemp(dir=self.root))
 

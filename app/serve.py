@@ -88,12 +88,13 @@ def launch(app, access, host: str, port: int | None, auth=None, prevent_thread_l
     from starlette.middleware import Middleware
 
     from app.policy import ClientAddressMiddleware, LoginGuard
+    from app.ui import PAGE_CSS
 
     limits = access.limits
     app.queue(default_concurrency_limit=4, max_size=limits.queue_size)
     app.launch(server_name=host, server_port=port, auth=LoginGuard(auth) if auth else None, show_error=False,
                allowed_paths=[], footer_links=["api"], max_file_size=f"{limits.max_file_mb}mb",
-               app_kwargs={"middleware": [Middleware(ClientAddressMiddleware)]},
+               app_kwargs={"middleware": [Middleware(ClientAddressMiddleware)]}, css=PAGE_CSS,
                prevent_thread_lock=prevent_thread_lock, quiet=quiet)
     return app
 

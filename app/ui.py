@@ -20,6 +20,9 @@ from model.slot import ModelSlot
 
 STATIC_DIR = Path(__file__).resolve().parent.parent / "static"
 TITLE = "HumanVLM Studio"
+# A tab the caller's role may not use is made non-interactive and hidden by this rule (Gradio's
+# own `visible=False` leaves a tab's button on screen in this version).
+PAGE_CSS = "button[role=tab][aria-disabled=true] { display: none !important; }"
 
 
 @dataclass
@@ -57,6 +60,8 @@ def build_app(services: Services) -> gr.Blocks:
                 send = _send_to_review_handler(services) if services.store is not None else None
                 caption = build_caption_tab(services, on_send_to_review=send)
             tabs, page_js = _optional_tabs(services)
+            for tab in tabs.values():  # shown by the load event to the roles that may use them
+                tab.interactive = tab.visible = services.local
         from app.api import register_api
 
         register_api(services)
@@ -67,7 +72,7 @@ def build_app(services: Services) -> gr.Blocks:
         _show_tabs_by_role(demo, services, tabs, who, caption["review_btn"])
         for js in page_js:
             demo.load(None, None, None, js=js, api_visibility="private")
-        demo.load(lambda: services.outbox.sweep() and None, None, None, api_visibility="private")
+        demo.load(services.outbox.sweep_quietly, None, None, api_visibility="private")
     return demo
 
 
@@ -104,7 +109,8 @@ def _show_tabs_by_role(demo: gr.Blocks, services: Services, tabs: dict, who: gr.
         line = "" if services.local else (
             f"Signed in as **{md(identity.name)}** ({identity.role})" if identity.name
             else "Visiting anonymously: caption and chat" + (" (sign in to review)" if services.policy.config.oauth else ""))
-        return (line, gr.Button(visible=can_send), *[gr.Tab(visible=visible.get(n, False)) for n in names])
+        return (line, gr.Button(visible=can_send),
+                *[gr.Tab(interactive=visible.get(n, False), visible=visible.get(n, False)) for n in names])
 
     demo.load(on_load, None, [who, send_btn, *[tabs[n] for n in names]], api_visibility="private")
 

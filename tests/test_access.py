@@ -169,3 +169,25 @@ def test_api_file_parameter_must_be_an_upload_not_a_server_path(services):
         body = httpx.get(f"{url}gradio_api/call/caption/{event}", timeout=60).text
         assert "error" in body
         assert not slot.loaded  # refused before the model was even loaded
+
+
+def test_audit_command_prints_the_log(services, tmp_path):
+    import json
+
+    from tests.conftest import run_app
+
+    store, runner, slot = services
+    with running_app(slot=slot, store=store, jobs=runner, auth=USERS, access=_public()) as url:
+        bob = Client(url, auth=("bob", "bob-pw"), verbose=False)
+        with pytest.raises(AppError):
+            bob.predict(api_name="/export")
+        item = bob.predict(api_name="/review_claim")
+        bob.predict(item_id=item["id"], reason="blurry `http://x`", api_name="/review_reject")
+    done = run_app("audit", "--json", "--db", store.url, "--data-dir", str(store.data_dir))
+    assert done.returncode == 0, done.stderr
+    entries = [json.loads(line) for line in done.stdout.splitlines()]
+    assert [(e["actor"], e["action"], e["allowed"]) for e in entries] == [("bob", "reject", True),
+                                                                          ("bob", "export", False)]
+    assert entries[0]["detail"] == "blurry `http://x`" and entries[0]["target"] == f"item {item['id']}"
+    text = run_app("audit", "--db", store.url, "--data-dir", str(store.data_dir)).stdout
+    assert "bob (reviewer)  export" in text and "REFUSED" in text
