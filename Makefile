@@ -5,16 +5,17 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 LS_VENV ?= .venv-labelstudio
+TF4_VENV ?= .venv-transformers4
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 PIP := $(BIN)/python -m pip install --disable-pip-version-check -q
 ARGS ?=
 
-.PHONY: run test bench install install-dev chromium labelstudio postgresql clean
+.PHONY: run test bench install install-dev chromium labelstudio postgresql transformers4 clean
 
 run: install
 	$(BIN)/python app.py $(ARGS)
 
-test: install-dev chromium labelstudio postgresql
+test: install-dev chromium labelstudio postgresql transformers4
 	$(BIN)/python -m pytest $(ARGS)
 
 bench: install-dev
@@ -52,5 +53,14 @@ $(LS_VENV)/.installed:
 	$(LS_VENV)/bin/python -m pip install --disable-pip-version-check -q label-studio==1.23.2
 	touch $@
 
+# transformers 4.37, the first release with both LLaVA and SigLIP, in its own environment: the
+# test that merged models load with older readers too (tests/test_humanvlm_training.py). CPU torch.
+transformers4: $(TF4_VENV)/.installed
+$(TF4_VENV)/.installed:
+	$(PYTHON) -m venv $(TF4_VENV)
+	$(TF4_VENV)/bin/python -m pip install --disable-pip-version-check -q torch==2.13.0 transformers==4.37.2 \
+		tokenizers==0.15.2 safetensors==0.8.0 numpy==1.26.4 pillow==12.3.0
+	touch $@
+
 clean:
-	rm -rf $(VENV) $(LS_VENV) .pytest_cache test-artifacts
+	rm -rf $(VENV) $(LS_VENV) $(TF4_VENV) .pytest_cache test-artifacts

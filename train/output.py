@@ -29,6 +29,8 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from train import card
+from train.merge import merge_into
+from train.portable import make_portable
 from train.progress import write_json_atomic
 from train.versions import VERSION_FILE
 
@@ -36,7 +38,6 @@ log = logging.getLogger(__name__)
 TENSORBOARD_ENV = "TENSORBOARD_LOGGING_DIR"
 STATE_DIR = "training"  # the training state: not needed to load the version (see above)
 CHECKPOINTS = f"{STATE_DIR}/checkpoints"
-ADAPTER_FILES = ("adapter_config.json", "adapter_model.safetensors", "README.md")
 
 
 def find_checkpoint(out: Path) -> str | None:
@@ -68,9 +69,10 @@ def save_version(trainer, vlm, resolved, data, result, out: Path) -> dict:
     if (out / "training_args.bin").exists():  # written by save_model: training state, not the model
         (out / "training_args.bin").replace(state / "training_args.bin")
     if options.merge:
-        _merge(out, options, vlm)
+        merge_into(out, options, vlm, trainer.model)
     else:
         vlm.processor.save_pretrained(str(out))  # AutoProcessor.from_pretrained(OUT) works, as for merged models
+        make_portable(out)  # a full fine-tune is a whole model: readable by older readers too
     for folder in (out, out / "adapter"):
         card.portable_adapter_config(folder, options.base)
     base_ref = card.base_reference(options.base, out)
@@ -166,26 +168,6 @@ def _library_versions() -> dict:
         except PackageNotFoundError:
             out[name] = None
     return out
-
-
-def _merge(out: Path, options, vlm) -> None:
-    """Merge the adapter into an unquantized copy of the base and save the whole model in OUT."""
-    from peft import PeftModel
-
-    from model.loader import LoadConfig, load_model
-
-    adapter_dir = out / "adapter"
-    adapter_dir.mkdir(exist_ok=True)
-    for name in ADAPTER_FILES:
-        if (out / name).exists():
-            (out / name).replace(adapter_dir / name)
-    dtype = vlm.info.dtype if vlm.info.quant == "none" else "bfloat16"
-    base = load_model(LoadConfig(model=options.base, device="cpu", dtype=dtype, quant="none",
-                                 cache_dir=options.cache_dir))
-    merged = PeftModel.from_pretrained(base.model, str(adapter_dir)).merge_and_unload()
-    merged.save_pretrained(str(out))
-    base.processor.save_pretrained(str(out))
-    log.info("merged the adapter into %s", out)
 
 
 def evaluate_before_after(options, meta: dict, out: Path) -> None:

@@ -30,9 +30,10 @@ from train.versions import VERSION_FILE
 
 log = logging.getLogger(__name__)
 
-# The language model's linear layers: LoRA goes here (HumanVLM's stage two), not on the
-# vision tower or the projector (the projector is trained in full instead).
+# LoRA targets of HumanVLM's stage two (docs/humanvlm.md): every linear layer of the language
+# model and of the SigLIP encoder (not its unused pooling head); the projector is trained in full.
 LLM_LINEAR = r".*language_model.*\.(q_proj|k_proj|v_proj|o_proj|gate_proj|up_proj|down_proj)$"
+VISION_LINEAR = r".*vision_tower.*encoder\.layers\.\d+\.(self_attn\.(q_proj|k_proj|v_proj|out_proj)|mlp\.(fc1|fc2))$"
 LOGGED_POINTS = 100  # about this many points on the loss curve, whatever the run's length
 
 
@@ -121,8 +122,9 @@ def prepare_model(model, resolved: Resolved):
     to_save = ["multi_modal_projector"]
     if resolved.defaults.train_embeddings:
         to_save += ["lm_head", "embed_tokens"]
+    targets = f"(?:{LLM_LINEAR})|(?:{VISION_LINEAR})" if resolved.vision_lora else LLM_LINEAR
     config = LoraConfig(r=resolved.lora_r, lora_alpha=resolved.lora_alpha, lora_dropout=resolved.options.lora_dropout,
-                        target_modules=LLM_LINEAR, modules_to_save=to_save, bias="none")
+                        target_modules=targets, modules_to_save=to_save, bias="none")
     return model, config
 
 
