@@ -70,3 +70,7 @@ class ExportFailed(QueueError):
 
 class DatabaseUnavailable(QueueError):
     """The database URL cannot be opened (not a URL, driver missing, server down, not writable)."""
+
+
+class CopyRefused(QueueError):
+    """A database copy that would lose or merge data (target not empty, tables missing)."""

@@ -105,7 +105,8 @@ def gold_scores(conn: Connection) -> dict:
 
 
 def tag_table(conn: Connection) -> list[dict]:
-    """Tagged corrections of approved single-review items and of approved independent reviews.
+    """Tagged corrections of approved single-review items and of approved independent reviews
+    (not of gold items: those test reviewers, they say nothing about the model).
 
     A correction's changed spans (word diff, draft -> its caption) count toward each of its tags.
     """
@@ -115,7 +116,7 @@ def tag_table(conn: Connection) -> list[dict]:
     team = (select(ITEMS.c.model_name, ITEMS.c.model_version, ITEMS.c.draft_caption,
                    func.coalesce(REVIEWS.c.caption, ITEMS.c.draft_caption), REVIEWS.c.tags_json)
             .join(ITEMS, ITEMS.c.id == REVIEWS.c.item_id)
-            .where(REVIEWS.c.tags_json.is_not(None), REVIEWS.c.status == "approved"))
+            .where(REVIEWS.c.tags_json.is_not(None), REVIEWS.c.status == "approved", ITEMS.c.gold_caption.is_(None)))
     table: dict[tuple[str, str], dict] = defaultdict(lambda: {tag: {"corrections": 0, "spans": 0} for tag in TAGS})
     for query in (singles, team):
         for name, version, draft, caption, tags_json in conn.execute(query):

@@ -197,20 +197,35 @@ class VLM:
         """Caption many images with one `generate` call (left padding)."""
         return self.generate_batch(images, [[(prompt, None)]] * len(images), settings)
 
-    @gpu(duration=lambda self, images, conversations, settings=None: generation_seconds(_tokens(settings), len(images)))
-    def generate_batch(self, images: list, conversations: list[Turns], settings=None) -> list[str]:
+    def caption_batch_scored(self, images: list, prompt: str, settings: GenerationSettings | None = None
+                             ) -> list[tuple[str, float | None, float | None]]:
+        """`caption_batch` plus each caption's (mean, min) token log-probability (model/confidence.py)."""
+        return self.generate_batch(images, [[(prompt, None)]] * len(images), settings, scores=True)
+
+    @gpu(duration=lambda self, images, conversations, settings=None, scores=False:
+         generation_seconds(_tokens(settings), len(images)))
+    def generate_batch(self, images: list, conversations: list[Turns], settings=None, scores: bool = False) -> list:
         if not images:
             return []
         import torch
 
         inputs = self._inputs(images, [self.prompt_text(t) for t in conversations])
+        extra = {"output_scores": True, "return_dict_in_generate": True} if scores else {}
         try:
             with self._lock, torch.inference_mode():
-                out = self.model.generate(**inputs, **self._gen_kwargs(settings))
+                out = self.model.generate(**inputs, **self._gen_kwargs(settings), **extra)
         except Exception as exc:
             raise _generation_error(exc) from exc
-        new_tokens = out[:, inputs["input_ids"].shape[1]:]  # (batch, new) after the left-padded prompt
-        return [t.strip() for t in self.processor.tokenizer.batch_decode(new_tokens, skip_special_tokens=True)]
+        sequences = out.sequences if scores else out
+        new_tokens = sequences[:, inputs["input_ids"].shape[1]:]  # (batch, new) after the left-padded prompt
+        texts = [t.strip() for t in self.processor.tokenizer.batch_decode(new_tokens, skip_special_tokens=True)]
+        if not scores:
+            return texts
+        from model.confidence import caption_confidence
+
+        ignore = {*self.stop_ids, self.processor.tokenizer.pad_token_id} - {None}
+        confidence = caption_confidence(self.model, out, inputs["input_ids"].shape[1], ignore)
+        return [(text, mean, low) for text, (mean, low) in zip(texts, confidence)]
 
     def release(self) -> None:
         """Free the weights (before another version takes this one's place)."""

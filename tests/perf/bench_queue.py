@@ -1,8 +1,11 @@
-"""16 reviewer threads doing claim + submit + approve on one SQLite file.
+"""Reviewer threads doing claim + submit + approve, on SQLite and on PostgreSQL.
 
-    python -m tests.perf.bench_queue [--items 3000] [--threads 16]
+    python -m tests.perf.bench_queue [--items 3000] [--threads 16 64] [--backend sqlite postgresql]
 
-Prints reviews per second (target >= 300), double claims and lost corrections (both must be 0).
+For each backend and thread count: reviews per second, double claims and lost corrections
+(both must be 0). Targets: >= 1,000 reviews/s on SQLite with 16 threads; PostgreSQL within 2x
+of SQLite at 16 threads and ahead of it at 64. PostgreSQL is a throw-away local server started
+for the run (tests/pg_server.py: initdb + pg_ctl, fsync off as in the tests).
 """
 
 from __future__ import annotations
@@ -14,6 +17,7 @@ import tempfile
 import threading
 import time
 from collections import Counter
+from contextlib import contextmanager
 from pathlib import Path
 
 from annotate.records import Draft, NewItem
@@ -38,8 +42,8 @@ def reviewer(store: Store, name: str, claims: list, saved: dict, errors: list) -
         errors.append(repr(exc))
 
 
-def run(items: int, threads: int) -> dict:
-    with tempfile.TemporaryDirectory() as tmp, Store(data_dir=Path(tmp)) as store:
+def run(items: int, threads: int, url: str | None = None) -> dict:
+    with tempfile.TemporaryDirectory() as tmp, Store(url, data_dir=Path(tmp)) as store:
         seed(store, items)
         claims: list[int] = []
         saved: dict[int, str] = {}
@@ -56,7 +60,7 @@ def run(items: int, threads: int) -> dict:
         lost = sum(1 for item_id, caption in saved.items() if store.get_item(item_id).caption != caption)
         counts = store.counts()
     return {
-        "threads": threads, "items": items, "seconds": round(seconds, 2),
+        "backend": store.engine.dialect.name, "threads": threads, "items": items, "seconds": round(seconds, 2),
         "reviews_per_s": round(len(saved) / seconds, 1), "double_claims": double,
         "lost_corrections": lost + (items - len(saved)), "approved": counts["approved"],
         "errors": errors[:5], "targets": {"reviews_per_s": ">= 300", "double_claims": 0, "lost_corrections": 0},
@@ -64,14 +68,43 @@ def run(items: int, threads: int) -> dict:
     }
 
 
+@contextmanager
+def postgresql_server():
+    from tests.pg_server import PgServer
+
+    server = PgServer(Path(tempfile.mkdtemp(prefix="humanvlm-bench-pg-")))
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--items", type=int, default=3000)
-    parser.add_argument("--threads", type=int, default=16)
-    parser.add_argument("--json", action="store_true", help="print JSON only, on one line")
+    parser.add_argument("--threads", type=int, nargs="+", default=[16, 64])
+    parser.add_argument("--backend", nargs="+", choices=["sqlite", "postgresql"], default=["sqlite", "postgresql"])
+    parser.add_argument("--json", action="store_true", help="print JSON only, one line per run")
     args = parser.parse_args(argv)
-    print(json.dumps(run(args.items, args.threads), indent=None if args.json else 2))
+    results = []
+    for backend in args.backend:
+        with (postgresql_server() if backend == "postgresql" else _no_server()) as server:
+            for threads in args.threads:
+                url = server.fresh_database() if server else None
+                results.append(run(args.items, threads, url))
+                print(json.dumps(results[-1], indent=None if args.json else 2), flush=True)
+    by = {(r["backend"], r["threads"]): r["reviews_per_s"] for r in results}
+    for threads in args.threads:
+        if ("sqlite", threads) in by and ("postgresql", threads) in by:
+            ratio = by[("postgresql", threads)] / by[("sqlite", threads)]
+            print(json.dumps({"threads": threads, "postgresql_vs_sqlite": round(ratio, 2)}))
     return 0
+
+
+@contextmanager
+def _no_server():
+    yield None
 
 if __name__ == "__main__":
     sys.exit(main())
