@@ -6,6 +6,19 @@ from annotate.errors import DuplicateImage
 from annotate.records import Draft
 
 
+# Photos sent from the live demo are stored re-encoded, bounded: no visitor's upload reaches the
+# data folder as it came (any size, any metadata).
+STORED_MAX_SIDE = 2048  # pixels, longest side (HumanVLM sees 384 px; reviewers need detail)
+STORED_JPEG_QUALITY = 92
+
+
+def bounded_photo(path) -> bytes:
+    """The uploaded photo re-encoded as a metadata-free JPEG, longest side at most 2,048 px."""
+    from model.images import ImageLimits, image_to_bytes, load_image
+
+    return image_to_bytes(load_image(path, ImageLimits(max_side=STORED_MAX_SIDE)), "JPEG", STORED_JPEG_QUALITY)
+
+
 def draft_from_session(vlm, session: dict) -> Draft:
     """The model's own caption of the photo, with how it was produced (for provenance)."""
     question, answer = session["turns"][0]
@@ -25,7 +38,7 @@ def enqueue_caption(store, vlm, session: dict, caption: str, sender: str = "demo
         raise ValueError("caption the photo first")
     draft = draft_from_session(vlm, session)
     try:
-        item_id = store.enqueue(session["photo"], draft)
+        item_id = store.enqueue(bounded_photo(session["photo"]), draft)
     except DuplicateImage as exc:
         return exc.item_id, True
     edited = (caption or "").strip()

@@ -139,6 +139,26 @@ def test_send_to_review_from_the_caption_tab(served):
     assert store.counts()["pending"] == before
 
 
+def test_a_sent_photo_is_stored_bounded_and_without_metadata(served, tmp_path):
+    """A visitor's upload is re-encoded before it is stored: capped size, no EXIF/GPS."""
+    from gradio_client import handle_file
+    from PIL import Image
+
+    store, url = served
+    big = Image.open(ASTRONAUT).convert("RGB").resize((3000, 4000))
+    exif = Image.Exif()
+    exif[0x8825] = {2: (48.0, 51.0, 24.0)}  # GPS latitude
+    exif[0x010F] = "PhoneMaker"
+    big.save(tmp_path / "big.jpg", exif=exif)
+    c = Client(url, verbose=False)
+    caption, _ = c.predict(handle_file(str(tmp_path / "big.jpg")), "brief", "", 16, 0.0, 0.9, 1.0, api_name="/ui_caption")
+    c.predict(caption, api_name="/ui_send_to_review")
+    item = store.get_item(store.list_items(status="pending")[-1].id)
+    with Image.open(item.image.path) as stored:
+        assert stored.format == "JPEG" and max(stored.size) == 2048 and stored.size == (1536, 2048)
+        assert not stored.getexif()
+
+
 def test_send_to_review_keeps_the_users_edit_as_a_revision(served):
     from gradio_client import handle_file
 
