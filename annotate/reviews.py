@@ -56,10 +56,20 @@ def mine(conn: Connection, item_id: int, who: str):
 
 
 def start(conn: Connection, item, who: str, now: datetime, lease: timedelta):
-    """`who` starts an independent review of `item` (the claim); returns the review row."""
+    """`who` starts an independent review of `item` (the claim); returns the review row.
+
+    The caller holds the item row's lock. The candidate query's count of reviews may predate a
+    claim committed just before that lock was granted (PostgreSQL re-reads a locked row, not
+    its subqueries), so the slots are counted again here, under the lock.
+    """
     # Abandoned claims of others free their slot for good: their late saves become conflicts.
     conn.execute(delete(REVIEWS).where(REVIEWS.c.item_id == item["id"], REVIEWS.c.status == "in_review",
                                        REVIEWS.c.lease_expires_at <= now))
+    others = conn.execute(select(REVIEWS.c.reviewer, REVIEWS.c.status, REVIEWS.c.lease_expires_at).where(
+        REVIEWS.c.item_id == item["id"], REVIEWS.c.status != "archived")).all()
+    taken = sum(1 for _, status, lease in others if status in DECIDED or (status == "in_review" and lease > now))
+    if (item["gold_caption"] is None and taken >= item["overlap"]) or any(r == who for r, _, _ in others):
+        raise ConflictError(f"item {item['id']} has all its reviewers already")
     bumped = conn.execute(update(ITEM_TABLE).where(ITEM_TABLE.c.id == item["id"], ITEM_TABLE.c.version == item["version"])
                           .values(version=item["version"] + 1, updated_at=now))
     if bumped.rowcount != 1:

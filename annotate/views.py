@@ -17,7 +17,7 @@ from annotate.records import (
     Item,
     Revision,
 )
-from annotate.schema import ActionRow, ImageRow, ItemRow, RevisionRow
+from annotate.schema import ActionRow, ImageRow, ItemRow, ReviewRow, RevisionRow
 
 
 ITEMS = ItemRow.__table__
@@ -107,11 +107,14 @@ def counts(conn: Connection) -> dict[str, int]:
 
 
 def reviewer_table(conn: Connection, name: str | None = None) -> dict[str, dict]:
-    """Per reviewer: decisions by status, corrections saved, items held, mean edit rate."""
+    """Per reviewer: decisions by status, corrections saved, items held, mean edit rate.
+
+    Independent reviews of overlap and gold items count as the reviewer's own decisions (the
+    item's final decision, made by the count of reviews, is nobody's)."""
     table: dict[str, dict] = defaultdict(empty_reviewer_row)
     decided = select(
         ItemRow.decided_by, ItemRow.status, func.count(), func.avg(ItemRow.edit_rate)
-    ).where(ItemRow.decided_by.is_not(None))
+    ).where(ItemRow.decided_by.is_not(None), ItemRow.overlap == 1)
     corrections = select(RevisionRow.reviewer, func.count()).where(RevisionRow.kind == "correct")
     held = select(ItemRow.claimed_by, func.count()).where(ItemRow.status == "in_review")
     if name is not None:
@@ -126,7 +129,22 @@ def reviewer_table(conn: Connection, name: str | None = None) -> dict[str, dict]
         table[who]["corrections"] = n
     for who, n in conn.execute(held.group_by(ItemRow.claimed_by)):
         table[who]["in_review"] = n
+    _add_reviews(conn, table, name)
     return dict(sorted(table.items()))
+
+
+def _add_reviews(conn: Connection, table: dict, name: str | None) -> None:
+    query = select(ReviewRow.reviewer, ReviewRow.status, func.count(), func.count(ReviewRow.caption),
+                   func.avg(ReviewRow.edit_rate)).where(ReviewRow.status != "archived")
+    if name is not None:
+        query = query.where(ReviewRow.reviewer == name)
+    for who, status, n, edited, mean_edit in conn.execute(query.group_by(ReviewRow.reviewer, ReviewRow.status)):
+        row = table[who]
+        row["corrections"] += edited
+        if status == "approved" and mean_edit is not None:  # weighted with the single-review mean
+            before = (row["mean_edit_rate"] or 0.0) * row["approved"]
+            row["mean_edit_rate"] = _round((before + float(mean_edit) * n) / (row["approved"] + n))
+        row[status] += n
 
 
 def empty_reviewer_row() -> dict:

@@ -203,3 +203,18 @@ def test_claim_orders(db_url, tmp_path):
             fifo.claim_next("s3", order="newest")
     counts = Counter(claimed for claimed in order)
     assert max(counts.values()) == 1
+
+
+def test_reviewer_counts_include_independent_reviews(store):
+    store.enqueue_many(rows(1), overlap=2)
+    store.enqueue_many(rows(1, start=1))
+    review(store, "alice", "a man in a blue shirt 0")
+    held = store.claim_next("bob")
+    assert store.reviewer_counts("bob")["in_review"] == 1
+    store.approve(held.id, "bob", expected_version=held.version)  # the overlap item's second review
+    review(store, "bob", verdict="reject")
+    assert store.reviewer_counts("alice") == {"approved": 1, "rejected": 0, "skipped": 0, "corrections": 1,
+                                              "in_review": 0, "mean_edit_rate": round(
+                                                  store.reviews(1)[0].edit_rate, 4)}
+    bob = store.reviewer_counts("bob")
+    assert (bob["approved"], bob["rejected"], bob["corrections"], bob["mean_edit_rate"]) == (1, 1, 0, 0.0)
