@@ -71,7 +71,13 @@ def ensure_checkpoint(root: Path | None = None) -> Path:
     return target
 
 
-def build_checkpoint(out: Path, seed: int = 0) -> Path:
+# Tiny by default; the benchmarks pass larger sizes (same configuration keys and tokens).
+TEXT_SIZES = dict(hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=16)
+VISION_SIZES = dict(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=2)
+
+
+def build_checkpoint(out: Path, seed: int = 0, text: dict | None = None, vision: dict | None = None,
+                     max_shard_size: str = "5GB") -> Path:
     import torch
     from transformers import GenerationConfig, LlamaConfig, LlavaConfig, LlavaForConditionalGeneration
     from transformers import SiglipVisionConfig
@@ -79,10 +85,9 @@ def build_checkpoint(out: Path, seed: int = 0) -> Path:
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     _build_tokenizer(out)
-    vision = SiglipVisionConfig(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=2,
-                                image_size=384, patch_size=14)
-    text = LlamaConfig(vocab_size=VOCAB_SIZE, hidden_size=64, intermediate_size=128, num_hidden_layers=2,
-                       num_attention_heads=16, num_key_value_heads=8, max_position_embeddings=8192,
+    vision = SiglipVisionConfig(**(VISION_SIZES | (vision or {})), image_size=384, patch_size=14)
+    text = LlamaConfig(**(TEXT_SIZES | (text or {})), vocab_size=VOCAB_SIZE, num_key_value_heads=8,
+                       max_position_embeddings=8192,
                        rope_theta=500000.0, rms_norm_eps=1e-5, bos_token_id=BOS_ID, eos_token_id=EOT_ID,
                        pad_token_id=PAD_ID, tie_word_embeddings=False)
     config = LlavaConfig(vision_config=vision, text_config=text, image_token_index=IMAGE_ID,
@@ -92,7 +97,7 @@ def build_checkpoint(out: Path, seed: int = 0) -> Path:
     torch.manual_seed(seed)
     model = LlavaForConditionalGeneration(config)
     model.generation_config = GenerationConfig(bos_token_id=BOS_ID, eos_token_id=EOS_TEXT_ID, pad_token_id=PAD_ID)
-    model.to(torch.float16).save_pretrained(out)  # HumanVLM's weights are float16
+    model.to(torch.float16).save_pretrained(out, max_shard_size=max_shard_size)  # HumanVLM's weights are float16
     (out / "preprocessor_config.json").write_text(json.dumps({
         "do_normalize": True, "do_rescale": True, "do_resize": True, "image_mean": [0.5, 0.5, 0.5],
         "image_processor_type": "SiglipImageProcessor", "image_std": [0.5, 0.5, 0.5], "resample": 3,
