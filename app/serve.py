@@ -10,6 +10,7 @@ from dataclasses import dataclass
 
 from annotate.backup import point_hf_home
 from annotate.cli import add_store_arguments
+from app.guard import env_flag
 from annotate.hub_backup import add_backup_arguments, start_from_args
 from model.loader import add_model_arguments, config_from_args
 
@@ -31,6 +32,9 @@ def register(subparsers) -> None:
                    help="port (default 7860)")
     p.add_argument("--auth", type=parse_auth, default=os.environ.get("HUMANVLM_AUTH"),
                    help="log-in as 'user:password[,user2:password2]' (or $HUMANVLM_AUTH); reviewers are named by their log-in")
+    p.add_argument("--mcp", action=argparse.BooleanOptionalAction, default=bool(env_flag("HUMANVLM_MCP")),
+                   help="also serve the named API endpoints as MCP tools at /gradio_api/mcp/ (or $HUMANVLM_MCP=1), "
+                        "under the same roles")
     p.add_argument("--no-store", action="store_true", help="serve the Caption & Chat tab only, without the review queue and training")
     add_access_arguments(p)
     add_store_arguments(p)
@@ -82,7 +86,8 @@ def access_from_args(args):
                           bases=tuple(b.strip() for b in args.bases.split(",") if b.strip()), limits=limits)
 
 
-def launch(app, access, host: str, port: int | None, auth=None, prevent_thread_lock: bool = False, quiet=False):
+def launch(app, access, host: str, port: int | None, auth=None, prevent_thread_lock: bool = False, quiet=False,
+           mcp: bool = False):
     """Launch with the limits applied where they belong: the upload route (413), the queue,
     the log-in route (back-off per user name and address)."""
     from starlette.middleware import Middleware
@@ -95,7 +100,7 @@ def launch(app, access, host: str, port: int | None, auth=None, prevent_thread_l
     app.launch(server_name=host, server_port=port, auth=LoginGuard(auth) if auth else None, show_error=False,
                allowed_paths=[], footer_links=["api"], max_file_size=f"{limits.max_file_mb}mb",
                app_kwargs={"middleware": [Middleware(ClientAddressMiddleware)]}, css=PAGE_CSS,
-               prevent_thread_lock=prevent_thread_lock, quiet=quiet)
+               prevent_thread_lock=prevent_thread_lock, quiet=quiet, mcp_server=mcp)
     return app
 
 
@@ -141,7 +146,7 @@ def run_serve(args) -> int:
     _start_cleanup(services)
     app = build_app(services)
     try:
-        launch(app, access, args.host, args.port, auth, getattr(args, "prevent_thread_lock", False))
+        launch(app, access, args.host, args.port, auth, getattr(args, "prevent_thread_lock", False), mcp=args.mcp)
     except OSError as exc:  # typically the port is taken
         raise ServeError(f"cannot serve on {args.host}:{args.port}: {exc}; choose another with --port") from exc
     return 0

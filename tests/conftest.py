@@ -48,7 +48,7 @@ def artifacts_dir() -> Path:
 
 
 @contextmanager
-def running_app(slot=None, store=None, jobs=None, auth=None, access=None):
+def running_app(slot=None, store=None, jobs=None, auth=None, access=None, mcp=False):
     """Build the real UI around the given services and serve it on loopback, launched as
     `serve` launches it (limits, log-in back-off); yields its URL.
 
@@ -63,7 +63,7 @@ def running_app(slot=None, store=None, jobs=None, auth=None, access=None):
     access = access or resolve_access("127.0.0.1", auth=bool(auth), env={})
     services = Services(slot=slot or ModelSlot(LoadConfig(model="demo")), store=store, jobs=jobs,
                         policy=Policy(access))
-    app = launch(build_app(services), access, "127.0.0.1", None, auth, prevent_thread_lock=True, quiet=True)
+    app = launch(build_app(services), access, "127.0.0.1", None, auth, prevent_thread_lock=True, quiet=True, mcp=mcp)
     try:
         yield app.local_url
     finally:
