@@ -19,11 +19,11 @@ from train.options import (
 TRAIN_EPILOG = f"""\
 per-model defaults (any flag given wins):
   {HUMANVLM_DEFAULTS.name}: LoRA r={HUMANVLM_DEFAULTS.lora_r} alpha={HUMANVLM_DEFAULTS.lora_alpha} dropout 0.05 on the \
-language model, projector trained,
+language model and the vision tower, projector trained,
     lr {HUMANVLM_DEFAULTS.lr:g}, 3% warmup then cosine, {HUMANVLM_DEFAULTS.epochs:g} epoch, batch \
 {HUMANVLM_DEFAULTS.batch_size} x {HUMANVLM_DEFAULTS.grad_accum} accumulation, gradient checkpointing.
-  {DEMO_DEFAULTS.name} (random weights): LoRA r={DEMO_DEFAULTS.lora_r} alpha={DEMO_DEFAULTS.lora_alpha}, projector, \
-lm_head and embeddings trained,
+  {DEMO_DEFAULTS.name} (random weights): LoRA r={DEMO_DEFAULTS.lora_r} alpha={DEMO_DEFAULTS.lora_alpha} on the \
+language model, projector, lm_head and embeddings trained,
     lr {DEMO_DEFAULTS.lr:g}, {DEMO_DEFAULTS.epochs:g} epochs, batch {DEMO_DEFAULTS.batch_size}: it learns nothing \
 useful with HumanVLM's settings.
 

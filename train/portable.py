@@ -16,9 +16,9 @@ release with both LLaVA and SigLIP):
   chat template goes inside it as well (older readers ignore chat_template.jinja).
 - tokenizer.json merges as pairs, which tokenizers before 0.20 cannot read: as "a b" strings.
 - the image preprocessing only inside processor_config.json, nested: in preprocessor_config.json
-  instead. processor_config.json keeps `patch_size` and the select strategy, which LlavaProcessor
-  takes from transformers 4.45 on; with 4.37-4.44, load the tokenizer and the image processor
-  (AutoTokenizer, AutoImageProcessor): their LlavaProcessor is only the two side by side.
+  instead. processor_config.json keeps `patch_size` and the select strategy for the versions
+  whose LlavaProcessor takes them; with older ones, load the tokenizer and the image processor
+  (AutoTokenizer, AutoImageProcessor): 4.37's LlavaProcessor is only the two side by side.
 
 transformers 5 reads every one of these back unchanged (tests/test_humanvlm_training.py).
 """
