@@ -295,8 +295,11 @@ class Store(QueueReads, TeamReview):
         return reviews.decide(conn, row, reviewer, verdict, expected_version, self._clock(), edit_rate,
                               finalize, **extra)
 
-    def release(self, item_id: int, reviewer: str) -> int:
-        """Give a claimed item back to the queue (status `pending`) without deciding."""
+    def release(self, item_id: int, reviewer: str, undoable: bool = True) -> int:
+        """Give a claimed item back to the queue (status `pending`) without deciding.
+
+        undoable=False: a step of an undo itself (the item the reviewer held when undoing goes
+        back), which the next undo must walk past rather than undo."""
         reviewer = check_name(reviewer)
         with self._durable.begin() as conn:
             row = self._get(conn, item_id, lock=True)
@@ -305,7 +308,7 @@ class Store(QueueReads, TeamReview):
                 return row["version"]
             if row["status"] != "in_review" or row["claimed_by"] != reviewer:
                 raise InvalidTransition(f"item {item_id} is not claimed by {reviewer}")
-            return self._change(conn, row, reviewer, "release", status="pending",
+            return self._change(conn, row, reviewer, "release" if undoable else "unclaim", status="pending",
                                 claimed_by=None, lease_expires_at=None)
 
     def reassign(self, item_id: int) -> int:
@@ -340,7 +343,7 @@ class Store(QueueReads, TeamReview):
             # Later actions on the item are fine only if they were undone, or were this
             # reviewer's own undos and re-claims: then the item is as the action left it.
             blocking = [a for a in later if not a["undone_at"]
-                        and not (a["reviewer"] == reviewer and a["action"] in ("undo", "claim"))]
+                        and not (a["reviewer"] == reviewer and a["action"] in ("undo", "claim", "unclaim"))]
             if blocking:
                 changed_by = blocking[0]["reviewer"] or "a reassign"
                 raise ConflictError(

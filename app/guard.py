@@ -45,6 +45,27 @@ def audit(services, identity: Identity, action: str, target=None, detail=None) -
                                     None if target is None else str(target), detail)
 
 
+class Mistake(Exception):
+    """A user mistake (a box left empty, nothing claimed): a warning, not a red error."""
+
+
+def warn_on_mistake(n_outputs: int):
+    """Decorator: a `Mistake` becomes a toast warning and leaves every output as it was."""
+    import functools
+
+    def wrap(fn):
+        @functools.wraps(fn)
+        def handler(*args, **kwargs):
+            try:
+                return fn(*args, **kwargs)
+            except Mistake as exc:
+                log.info("user mistake: %s", exc)
+                gr.Warning(str(exc))
+                return tuple(gr.skip() for _ in range(n_outputs)) if n_outputs > 1 else gr.skip()
+        return handler
+    return wrap
+
+
 def user_error(exc: Exception) -> Exception:
     """A product error the user can act on becomes a gr.Error with its message; others re-raise."""
     if getattr(exc, "user_facing", False):

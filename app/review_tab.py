@@ -14,7 +14,7 @@ from pathlib import Path
 import gradio as gr
 
 from annotate.records import FIELDS
-from app.guard import ask, audit, md, user_error
+from app.guard import Mistake, ask, audit, md, user_error, warn_on_mistake
 from app.policy import Identity
 
 # Alt+key shortcuts (plain letters would fire while typing a caption).
@@ -60,7 +60,7 @@ def _reviewer(services, name: str | None, request, profile=None, action: str = "
         return identity
     name = (name or "").strip()
     if not name:
-        raise gr.Error("Type your name in the 'Reviewer' box first: every correction is signed.")
+        raise Mistake("Type your name in the 'Reviewer' box first: every correction is signed.")
     return replace(identity, name=name)
 
 
@@ -125,7 +125,7 @@ def decide(services, action, state, name, caption, face, body, act, background, 
     identity = _reviewer(services, name, request, profile)
     reviewer = identity.name
     if not state or state.get("item_id") is None:
-        raise gr.Error("Claim an item first.")
+        raise Mistake("Claim an item first.")
     item_id = state["item_id"]
     try:
         if action == "approve":
@@ -136,7 +136,7 @@ def decide(services, action, state, name, caption, face, body, act, background, 
             store.approve(item_id, reviewer, expected_version=version)
         elif action == "reject":
             if not (reason or "").strip():
-                raise gr.Error("Give a reason to reject (e.g. 'not a photo of a person').")
+                raise Mistake("Give a reason to reject (e.g. 'not a photo of a person').")
             store.reject(item_id, reviewer, services.policy.check_text(reason.strip(), "reason"),
                          expected_version=state["version"])
         else:
@@ -144,7 +144,7 @@ def decide(services, action, state, name, caption, face, body, act, background, 
         if action != "skip":
             audit(services, identity, action, f"item {item_id}", reason.strip() if action == "reject" else None)
         return _view(services, store.claim_next(reviewer), reviewer, note=f"item {item_id} {action_past(action)}")
-    except gr.Error:
+    except (gr.Error, Mistake):
         raise
     except Exception as exc:
         if getattr(exc, "user_facing", False):
@@ -179,8 +179,8 @@ def undo(services, state, name, request, profile=None):
     if shown is not None and shown != item.id:
         current = store.get_item(shown)
         if current.status == "in_review" and current.claimed_by == reviewer:
-            store.release(shown, reviewer)
-    return _view(services, item, reviewer, note="last action undone")
+            store.release(shown, reviewer, undoable=False)  # the next Undo walks further back
+    return _view(services, item, reviewer, note=f"undone: your last action on item {item.id}")
 
 
 def return_skipped(services, name, request, profile=None):
@@ -286,16 +286,19 @@ def build_review_tab(services) -> tuple[str, dict]:
     inputs = [state, name, caption, face, body, act, background, reason]
 
     # Closures, not functools.partial: Gradio finds gr.Request / gr.OAuthProfile by type hint.
+    @warn_on_mistake(len(view))
     def on_claim(name: str, request: gr.Request, profile: gr.OAuthProfile | None):
         return claim_next(services, name, request, profile)
 
     def on_decide(action: str):
+        @warn_on_mistake(len(view))
         def handler(state: dict, name: str, caption: str, face: str, body: str, act: str, background: str,
                     reason: str, request: gr.Request, profile: gr.OAuthProfile | None):
             return decide(services, action, state, name, caption, face, body, act, background, reason,
                           request, profile)
         return handler
 
+    @warn_on_mistake(len(view))
     def on_undo(state: dict, name: str, request: gr.Request, profile: gr.OAuthProfile | None):
         return undo(services, state, name, request, profile)
 
@@ -306,6 +309,7 @@ def build_review_tab(services) -> tuple[str, dict]:
         signed = (name or "").strip() if local else identity.name
         return _counts_md(store, signed or None)
 
+    @warn_on_mistake(1)
     def on_return_skipped(name: str, request: gr.Request, profile: gr.OAuthProfile | None):
         return return_skipped(services, name, request, profile)
 
