@@ -212,7 +212,10 @@ def _load(config: LoadConfig, model_id: str, note: str):
     plan = plan_memory(config, model_id, device)
     dtype, quant = getattr(torch, plan.dtype), plan.quant
     if plan.reason and not is_demo:
-        log.info("%s: %s", model_id, plan.reason)
+        # Said out loud (stderr) when `auto` departed from the usual precision to make it fit.
+        departed = (config.quant == "auto" and plan.quant != "none") or (
+            config.dtype == "auto" and device == "cpu" and plan.dtype != "float32")
+        log.log(logging.WARNING if departed else logging.INFO, "%s: %s", model_id, plan.reason)
     try:
         local = Path(model_id).is_dir()  # a folder on disk: never ask the hub anything
         processor = AutoProcessor.from_pretrained(model_id, local_files_only=local)
