@@ -101,14 +101,21 @@ def chat(slot: ModelSlot, message, session, photo, max_new_tokens, temperature, 
     yield "", _messages(session["turns"]), session
 
 
+# Regenerate at temperature 0 would return the identical greedy answer: it samples instead.
+REGENERATE_TEMPERATURE = 0.7
+
+
 def regenerate(slot: ModelSlot, session, photo, max_new_tokens, temperature, top_p, repetition_penalty):
-    """Ask the last question again."""
+    """Ask the last question again, sampling (another answer, not the same greedy one)."""
     if not session or not session.get("turns"):
         raise gr.Error("Nothing to regenerate yet.")
     last_question = session["turns"][-1][0]
     trimmed = {**session, "turns": session["turns"][:-1]}
     if not trimmed["turns"]:  # the caption turn itself: the image goes with the first turn
         trimmed = new_session(photo)
+    if not temperature or float(temperature) <= 0:
+        temperature = REGENERATE_TEMPERATURE
+        gr.Info(f"Regenerating with temperature {REGENERATE_TEMPERATURE} (at 0 the answer would be the same).")
     yield from chat(slot, last_question, trimmed, photo, max_new_tokens, temperature, top_p, repetition_penalty)
 
 
@@ -149,7 +156,7 @@ def build_caption_tab(services, on_send_to_review=None) -> dict:
                                     max_length=limits.max_prompt_chars)
             with gr.Accordion("Generation settings", open=False):
                 max_new = gr.Slider(16, limits.max_new_tokens, value=min(400, limits.max_new_tokens), step=8,
-                                    label="Max new tokens")
+                                    label="Max new tokens", elem_id="max-new-tokens")
                 temperature = gr.Slider(0, 1.5, value=0, step=0.05, label="Temperature (0 = greedy)")
                 top_p = gr.Slider(0.05, 1, value=0.9, step=0.05, label="Top-p")
                 rep = gr.Slider(1, 2, value=1.0, step=0.05, label="Repetition penalty")
@@ -200,9 +207,10 @@ def build_caption_tab(services, on_send_to_review=None) -> dict:
                                   api_name="ui_regenerate", **ui, **gpu)
     stop_btn.click(None, cancels=[cap_event, chat_event, regen_event], api_visibility="private")
     clear_btn.click(clear_chat, [photo], [chatbot, session, message], api_name="ui_clear_chat", **ui)
-    # A new photo starts afresh: the caption on screen described the old one.
+    # A new photo starts afresh: a generation still running for the old photo stops, and the
+    # caption and chat on screen (which described the old one) go.
     photo.change(lambda p: (*clear_chat(p), ""), [photo], [chatbot, session, message, caption],
-                 api_visibility="private")
+                 cancels=[cap_event, chat_event, regen_event], api_visibility="private")
     if on_send_to_review is not None:
         review_btn.click(on_send_to_review, [session, caption], [], api_name="ui_send_to_review", **ui)
     else:

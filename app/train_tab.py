@@ -377,6 +377,9 @@ def _build_models(services):
         return compare(services, photo, choice_a, choice_b, preset)
 
     refresh_btn.click(on_refresh, None, outputs, **PRIVATE)
-    use_btn.click(on_use, [chosen], current, api_name="ui_use_version", **UI, **GPU)
+    used = use_btn.click(on_use, [chosen], current, api_name="ui_use_version", **UI, **GPU)
+    if "header" in services.extra:  # the page header names the serving model: follow the swap
+        header, header_outputs = services.extra["header"]
+        used.success(header, None, header_outputs, **PRIVATE)
     compare_btn.click(on_compare, [photo, a, b, preset], [cap_a, cap_b], api_name="ui_compare", **UI, **GPU)
     return refresh, outputs

@@ -55,6 +55,8 @@ def build_app(services: Services) -> gr.Blocks:
                 gr.LoginButton(scale=0)
         model_line = gr.Markdown(elem_id="model-line")
         banner = gr.Markdown(elem_id="demo-banner")
+        header = lambda: model_status(services.slot)  # noqa: E731
+        services.extra["header"] = (header, [model_line, banner])  # "Use in demo" refreshes it
         with gr.Tabs():
             with gr.Tab("Caption & Chat", id="caption") as caption_tab:
                 send = _send_to_review_handler(services) if services.store is not None else None
@@ -66,7 +68,6 @@ def build_app(services: Services) -> gr.Blocks:
 
         register_api(services)
         # The serving model can change ("Use in demo"): refresh the header whenever it may have.
-        header = lambda: model_status(services.slot)  # noqa: E731
         demo.load(header, None, [model_line, banner], api_visibility="private")
         caption_tab.select(header, None, [model_line, banner], api_visibility="private")
         _show_tabs_by_role(demo, services, tabs, who, caption["review_btn"])

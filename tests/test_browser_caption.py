@@ -6,6 +6,8 @@ from tests.browser import browser_page
 from tests.conftest import ASTRONAUT, running_app
 
 pytestmark = pytest.mark.browser
+# Nothing streaming or waiting in the queue (Gradio marks such outputs .generating / .pending).
+IDLE = "() => document.querySelectorAll('.generating, .pending').length === 0"
 
 
 @pytest.fixture(scope="module")
@@ -34,7 +36,25 @@ def test_upload_caption_and_chat_in_chromium(app_url, artifacts_dir):
             "() => document.querySelectorAll('#chatbot .message').length >= 4", timeout=60_000)
         page.screenshot(path=str(artifacts_dir / "caption-tab.png"), full_page=True)
         assert "Traceback" not in page.content()
-        # Another photo: the old photo's caption and chat go, so nothing stale is sent to review.
+        # Another photo while an answer is still streaming: the generation stops and the old
+        # photo's caption and chat go at once, so nothing stale is shown or sent to review.
+        page.wait_for_function(IDLE, timeout=60_000)
+        page.get_by_text("Generation settings").click()
+        page.locator("#max-new-tokens input[type=number]").fill("1024")
+        page.locator("#max-new-tokens input[type=number]").press("Enter")
+        page.locator("#chat-in textarea").fill("Describe everything about her, in detail.")
+        page.locator("#chat-in textarea").press("Enter")
+        page.locator("#chatbot").get_by_text("Describe everything about her").wait_for(timeout=30_000)
         page.locator("#photo input[type=file]").set_input_files(str(ASTRONAUT.parent / "camera.png"))
-        page.wait_for_function("el => el.value === ''", arg=caption.element_handle(), timeout=30_000)
-        assert page.locator("#chatbot .message").count() == 0
+        page.wait_for_function(
+            "el => el.value === '' && document.querySelectorAll('#chatbot .message').length === 0",
+            arg=caption.element_handle(), timeout=30_000)
+        # The stopped answer never comes back: a question about the new photo is the only exchange.
+        page.locator("#chat-in textarea").fill("Who is this?")
+        page.locator("#chat-in textarea").press("Enter")
+        page.locator("#chatbot").get_by_text("Who is this?").wait_for(timeout=30_000)
+        page.wait_for_function(IDLE, timeout=60_000)
+        shown = page.locator("#chatbot").inner_text()
+        assert "Who is this?" in shown
+        assert "Describe everything" not in shown and "What is she holding" not in shown, shown
+        assert page.locator("#caption-out textarea").input_value() == ""

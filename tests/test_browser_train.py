@@ -53,6 +53,9 @@ def test_start_a_job_see_the_loss_curve_and_serve_the_result(served, artifacts_d
                                arg=job.version, timeout=30_000)
         page.locator("#models-use").click()
         page.locator("#models-serving").get_by_text("adapter").wait_for(timeout=60_000)
+        # The page header follows the swap at once, without a reload or a tab change.
+        page.locator("#model-line").get_by_text("adapter").wait_for(timeout=30_000)
+        assert "Untrained" not in page.locator("#demo-banner").inner_text()
         page.screenshot(path=str(artifacts_dir / "models-tab.png"), full_page=True)
         # Back on the demo tab, the header names the version now serving.
         page.get_by_role("tab", name="Caption & Chat").click()
