@@ -26,7 +26,13 @@ def draft_from_session(vlm, session: dict) -> Draft:
                  preset=session.get("preset"), prompt=question, settings=session.get("settings") or {})
 
 
-def enqueue_caption(store, vlm, session: dict, caption: str, sender: str = "demo") -> tuple[int, bool]:
+# Licences a sender may put on a photo they send to the review queue (recorded with the item;
+# exports carry it).
+PHOTO_LICENCES = ("cc-by-4.0", "cc0-1.0", "public-domain", "research-only")
+
+
+def enqueue_caption(store, vlm, session: dict, caption: str, sender: str = "demo",
+                    licence: str | None = None, consent: str | None = None) -> tuple[int, bool]:
     """Queue the session's photo with the model's caption as the draft.
 
     When the user edited the caption before sending it, the edit is saved as the item's
@@ -38,7 +44,7 @@ def enqueue_caption(store, vlm, session: dict, caption: str, sender: str = "demo
         raise ValueError("caption the photo first")
     draft = draft_from_session(vlm, session)
     try:
-        item_id = store.enqueue(bounded_photo(session["photo"]), draft)
+        item_id = store.enqueue(bounded_photo(session["photo"]), draft, licence=licence, consent=consent)
     except DuplicateImage as exc:
         return exc.item_id, True
     edited = (caption or "").strip()

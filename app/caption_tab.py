@@ -10,6 +10,7 @@ from pathlib import Path
 
 import gradio as gr
 
+from annotate.drafts import PHOTO_LICENCES
 from app.components import PhotoInput
 from app.guard import ask, user_error
 from model.generate import GenerationSettings
@@ -166,7 +167,12 @@ def build_caption_tab(services, on_send_to_review=None) -> dict:
         with gr.Column(scale=6):
             caption = gr.Textbox(label="Caption", lines=8, interactive=True, elem_id="caption-out",
                                  buttons=["copy"])
-            review_btn = gr.Button("Send to review", elem_id="send-review-btn")
+            with gr.Row(visible=on_send_to_review is not None) as send_row:
+                consent = gr.Checkbox(label="The person in the photo agreed to it being stored and used "
+                                            "for training, and I may share it", elem_id="consent", scale=3)
+                licence = gr.Dropdown(list(PHOTO_LICENCES), value=None, label="Photo licence", elem_id="licence",
+                                      scale=1)
+                review_btn = gr.Button("Send to review", elem_id="send-review-btn", scale=1)
             chatbot = gr.Chatbot(label="Chat about the photo", height=380, elem_id="chatbot",
                                  sanitize_html=True, render_markdown=True)
             with gr.Row():
@@ -212,10 +218,8 @@ def build_caption_tab(services, on_send_to_review=None) -> dict:
     photo.change(lambda p: (*clear_chat(p), ""), [photo], [chatbot, session, message, caption],
                  cancels=[cap_event, chat_event, regen_event], api_visibility="private")
     if on_send_to_review is not None:
-        review_btn.click(on_send_to_review, [session, caption], [], api_name="ui_send_to_review", **ui)
-    else:
-        review_btn.visible = False
-    return {"photo": photo, "caption": caption, "session": session, "review_btn": review_btn}
+        review_btn.click(on_send_to_review, [session, caption, consent, licence], [], api_name="ui_send_to_review", **ui)
+    return {"photo": photo, "caption": caption, "session": session, "send_row": send_row}
 
 
 def _checked(policy, text: str | None, what: str) -> str:

@@ -14,7 +14,7 @@ from pathlib import Path
 import gradio as gr
 
 from app.caption_tab import build_caption_tab, model_status
-from app.guard import Outbox, ask, md
+from app.guard import Mistake, Outbox, ask, md, warn_on_mistake
 from app.policy import Policy
 from model.slot import ModelSlot
 
@@ -70,7 +70,7 @@ def build_app(services: Services) -> gr.Blocks:
         # The serving model can change ("Use in demo"): refresh the header whenever it may have.
         demo.load(header, None, [model_line, banner], api_visibility="private")
         caption_tab.select(header, None, [model_line, banner], api_visibility="private")
-        _show_tabs_by_role(demo, services, tabs, who, caption["review_btn"])
+        _show_tabs_by_role(demo, services, tabs, who, caption["send_row"])
         for js in page_js:
             demo.load(None, None, None, js=js, api_visibility="private")
         demo.load(services.outbox.sweep_quietly, None, None, api_visibility="private")
@@ -110,24 +110,33 @@ def _show_tabs_by_role(demo: gr.Blocks, services: Services, tabs: dict, who: gr.
         line = "" if services.local else (
             f"Signed in as **{md(identity.name)}** ({identity.role})" if identity.name
             else "Visiting anonymously: caption and chat" + (" (sign in to review)" if services.policy.config.oauth else ""))
-        return (line, gr.Button(visible=can_send),
+        return (line, gr.Row(visible=can_send),
                 *[gr.Tab(interactive=visible.get(n, False), visible=visible.get(n, False)) for n in names])
 
     demo.load(on_load, None, [who, send_btn, *[tabs[n] for n in names]], api_visibility="private")
 
 
 def _send_to_review_handler(services: Services):
-    def send_to_review(session: dict, caption: str, request: gr.Request, profile: gr.OAuthProfile | None):
-        from annotate.drafts import enqueue_caption
+    @warn_on_mistake(0)
+    def send_to_review(session: dict, caption: str, consent: bool, licence: str, request: gr.Request,
+                       profile: gr.OAuthProfile | None):
+        from annotate.drafts import PHOTO_LICENCES, enqueue_caption
 
         identity = ask(services, "send_to_review", request, profile)
         # A caption typed by hand, with no model draft behind it, cannot be queued either.
         if not session or not session.get("photo") or not session.get("turns") or not (caption or "").strip():
-            raise gr.Error("Caption a photo first, then send the caption to review.")
+            raise Mistake("Caption a photo first, then send the caption to review.")
+        if not consent:
+            raise Mistake("Tick the consent box first: the photo is stored for reviewers and may be used "
+                          "for training, so the person in it must have agreed.")
+        if licence not in PHOTO_LICENCES:
+            raise Mistake(f"Pick the photo's licence ({', '.join(PHOTO_LICENCES)}).")
         try:
             caption = services.policy.check_caption(caption)
             sender = identity.name or identity.who
-            item_id, duplicate = enqueue_caption(services.store, services.slot.get(), session, caption, sender)
+            consent_record = f"confirmed by {sender} at sending"
+            item_id, duplicate = enqueue_caption(services.store, services.slot.get(), session, caption, sender,
+                                                 licence=licence, consent=consent_record)
         except Exception as exc:
             if getattr(exc, "user_facing", False):
                 raise gr.Error(str(exc)) from None

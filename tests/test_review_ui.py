@@ -147,14 +147,14 @@ def test_send_to_review_from_the_caption_tab(served):
     c = Client(url, verbose=False)
     photo = handle_file(str(ASTRONAUT.parent / "camera.png"))
     caption, _chat = c.predict(photo, "brief", "", 16, 0.0, 0.9, 1.0, api_name="/ui_caption")
-    c.predict(caption, api_name="/ui_send_to_review")
+    c.predict(caption, True, "cc0-1.0", api_name="/ui_send_to_review")
     item = store.list_items(status="pending")[-1]
     assert item.draft.caption == caption and item.draft.model_name == "demo"
     assert item.draft.preset == "brief" and item.draft.settings["max_new_tokens"] == 16
     assert item.history == ()
     # Sending the same photo again does not queue it twice.
     before = store.counts()["pending"]
-    c.predict(caption, api_name="/ui_send_to_review")
+    c.predict(caption, True, "cc0-1.0", api_name="/ui_send_to_review")
     assert store.counts()["pending"] == before
 
 
@@ -171,7 +171,7 @@ def test_a_sent_photo_is_stored_bounded_and_without_metadata(served, tmp_path):
     big.save(tmp_path / "big.jpg", exif=exif)
     c = Client(url, verbose=False)
     caption, _ = c.predict(handle_file(str(tmp_path / "big.jpg")), "brief", "", 16, 0.0, 0.9, 1.0, api_name="/ui_caption")
-    c.predict(caption, api_name="/ui_send_to_review")
+    c.predict(caption, True, "cc0-1.0", api_name="/ui_send_to_review")
     item = store.get_item(store.list_items(status="pending")[-1].id)
     with Image.open(item.image.path) as stored:
         assert stored.format == "JPEG" and max(stored.size) == 2048 and stored.size == (1536, 2048)
@@ -185,7 +185,7 @@ def test_send_to_review_keeps_the_users_edit_as_a_revision(served):
     c = Client(url, verbose=False)
     photo = handle_file(str(ASTRONAUT.parent / "camera.png"))
     caption, _ = c.predict(photo, "brief", "", 16, 0.0, 0.9, 1.0, api_name="/ui_caption")
-    c.predict("A man with a camera on a tripod.", api_name="/ui_send_to_review")
+    c.predict("A man with a camera on a tripod.", True, "cc-by-4.0", api_name="/ui_send_to_review")
     item = store.get_item(store.list_items(status="pending")[-1].id)
     assert item.draft.caption == caption  # the draft is what the model said
     assert item.caption == "A man with a camera on a tripod."
@@ -200,9 +200,23 @@ def test_send_to_review_of_a_hand_typed_caption_says_caption_first(served):
     c = Client(url, verbose=False)
     c.predict(handle_file(str(ASTRONAUT.parent / "camera.png")), api_name="/ui_clear_chat")
     before = store.counts()
-    with pytest.raises(Exception, match="Caption a photo first"):
-        c.predict("A man with a camera.", api_name="/ui_send_to_review")
+    c.predict("A man with a camera.", True, "cc0-1.0", api_name="/ui_send_to_review")  # a warning
     assert store.counts() == before
+
+
+def test_send_to_review_needs_consent_and_a_licence_and_records_them(served):
+    from gradio_client import handle_file
+
+    store, url = served
+    c = Client(url, verbose=False)
+    caption, _ = c.predict(handle_file(str(ASTRONAUT)), "brief", "", 16, 0.0, 0.9, 1.0, api_name="/ui_caption")
+    before = store.counts()
+    c.predict(caption, False, "cc0-1.0", api_name="/ui_send_to_review")  # no consent: a warning, nothing stored
+    c.predict(caption, True, None, api_name="/ui_send_to_review")  # no licence: the same
+    assert store.counts() == before
+    c.predict(caption, True, "cc-by-4.0", api_name="/ui_send_to_review")
+    item = store.list_items(status="pending")[-1]
+    assert item.image.licence == "cc-by-4.0" and "confirmed by local" in item.image.consent
 
 
 def test_reviewer_is_the_logged_in_user_when_auth_is_on(tmp_path):

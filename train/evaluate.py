@@ -13,7 +13,7 @@ import time
 from datetime import datetime, timezone
 from pathlib import Path
 
-from train.data import ExportData
+from train.data import SPLIT_ALIASES, ExportData
 from train.errors import DataError
 from train.options import DEMO_DEFAULTS, HUMANVLM_DEFAULTS, EvalOptions
 
@@ -54,7 +54,7 @@ def evaluate(vlm, options: EvalOptions, progress=None) -> dict:
     metrics = caption_metrics(captions, [e.answer for e in examples])
     return {
         "model": vlm.info.name, "adapter": vlm.info.adapter, "version": vlm.info.version,
-        "split": options.split, "data": str(data.folder), "data_sha256": data.describe()["sha256"],
+        "split": SPLIT_ALIASES.get(options.split, options.split), "data": str(data.folder), "data_sha256": data.describe()["sha256"],
         "metrics": metrics, "max_new_tokens": settings.max_new_tokens,
         "seconds": round(time.perf_counter() - began, 2),
         "created_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),

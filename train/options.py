@@ -145,7 +145,8 @@ class EvalOptions:
     """How to evaluate. Every field is an `eval` flag; the model flags come from model.loader."""
 
     data: str = _opt(None, "export folder written by `app.py export`", required=True)
-    split: str = _opt("heldout", "which split to caption: heldout | train | all", choices=("heldout", "train", "all"))
+    split: str = _opt("heldout", "which split to caption: heldout (the export's test split; 'test' is the same) | "
+                      "train | all", choices=("heldout", "test", "train", "all"))
     batch_size: int = _opt(8, "images per generate call", type=int)
     max_new_tokens: int | None = _opt(None, "longest caption in tokens; default 400 for HumanVLM, 64 for the demo model", type=int)
     limit: int | None = _opt(None, "evaluate only the first N items of the split", type=int)
