@@ -21,42 +21,49 @@ from collections import Counter
 from pathlib import Path
 
 
-def run(items: int, reviewers: int, overlap: int, url: str | None = None) -> dict:
+def review_through_api(store, reviewers: int) -> tuple[list[tuple[int, str]], list[str], float]:
+    """Serve the app on `store` with log-in; `reviewers` clients claim and approve until the
+    queue is empty. Returns ((item id, reviewer) per review, errors, seconds)."""
     from gradio_client import Client
 
-    from annotate.records import Draft, NewItem
-    from annotate.store import Store
     from app.policy import resolve_access
     from tests.conftest import running_app
 
     users = [(f"r{i}", f"pw-{i}") for i in range(reviewers)]
     access = resolve_access("127.0.0.1", public=True, auth=True, admins="", reviewers=None, env={})
+    done: list[tuple[int, str]] = []
+    errors: list[str] = []
+    lock = threading.Lock()
+    with running_app(store=store, auth=users, access=access) as app_url:
+        clients = [Client(app_url, auth=user, verbose=False) for user in users]
+
+        def review(client, name):
+            try:
+                while (item := client.predict(api_name="/review_claim")) is not None:
+                    client.predict(item_id=item["id"], caption=f"{name} corrected {item['id']}",
+                                   version=item["version"], api_name="/review_approve")
+                    with lock:
+                        done.append((item["id"], name))
+            except Exception as exc:  # reported: a benchmark must not hide failures
+                errors.append(repr(exc)[:300])
+
+        threads = [threading.Thread(target=review, args=(c, u[0])) for c, u in zip(clients, users)]
+        start = time.perf_counter()
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        return done, errors, time.perf_counter() - start
+
+
+def run(items: int, reviewers: int, overlap: int, url: str | None = None) -> dict:
+    from annotate.records import Draft, NewItem
+    from annotate.store import Store
+
     with tempfile.TemporaryDirectory() as tmp, Store(url, data_dir=Path(tmp)) as store:
         store.enqueue_many([NewItem(f"{i:064x}", "url", Draft("bench", "v1", f"draft caption {i}"),
                                     url=f"https://example.org/{i}.jpg") for i in range(items)], overlap=overlap)
-        done: list[tuple[int, str]] = []
-        errors: list[str] = []
-        lock = threading.Lock()
-        with running_app(store=store, auth=users, access=access) as app_url:
-            clients = [Client(app_url, auth=user, verbose=False) for user in users]
-
-            def review(client, name):
-                try:
-                    while (item := client.predict(api_name="/review_claim")) is not None:
-                        client.predict(item_id=item["id"], caption=f"{name} corrected {item['id']}",
-                                       version=item["version"], api_name="/review_approve")
-                        with lock:
-                            done.append((item["id"], name))
-                except Exception as exc:  # reported: a benchmark must not hide failures
-                    errors.append(repr(exc)[:300])
-
-            threads = [threading.Thread(target=review, args=(c, u[0])) for c, u in zip(clients, users)]
-            start = time.perf_counter()
-            for thread in threads:
-                thread.start()
-            for thread in threads:
-                thread.join()
-            seconds = time.perf_counter() - start
+        done, errors, seconds = review_through_api(store, reviewers)
         per_item = Counter(item_id for item_id, _ in done)
         twice = len(done) - len(set(done))
         wrong_count = sum(1 for i in range(1, items + 1) if per_item[i] != overlap)
