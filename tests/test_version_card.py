@@ -109,3 +109,15 @@ def test_push_sends_the_card_naming_the_repository(version):
 def test_push_refuses_what_is_not_a_version(tmp_path):
     done = run_app("push", str(tmp_path), "--repo", "me/x")
     assert done.returncode == 2 and "not a trained version" in done.stderr
+
+
+def test_eval_takes_the_exports_own_split_name(version, tmp_path):
+    from tests.train_support import last_json
+
+    done = run_app("eval", "--model", "demo", "--adapter", str(version), "--data", str(version.parent / "export"),
+                   "--split", "test", "--save", str(tmp_path / "eval.json"))
+    assert done.returncode == 0, done.stderr
+    manifest = json.loads((version.parent / "export" / "manifest.json").read_text())
+    result = last_json(done.stdout)
+    assert result["split"] == "heldout" and result["metrics"]["n"] == manifest["counts"]["test"]
+    assert "cider" in result["metrics"]
