@@ -12,7 +12,7 @@ import gradio as gr
 
 from annotate.drafts import PHOTO_LICENCES
 from app.components import PhotoInput
-from app.guard import ask, user_error
+from app.guard import ask, md, user_error
 from model.generate import GenerationSettings
 from model.images import ImageError, load_image
 from model.prompts import PRESETS, resolve_prompt
@@ -132,9 +132,9 @@ def model_status(slot: ModelSlot) -> tuple[str, str]:
     if info.is_demo and info.adapter:
         banner = "ℹ️ The demo base model with an adapter fine-tuned on your reviewers' corrections."
     elif info.is_demo:
-        why = info.note or "the demo model was asked for"
+        why = (info.note or "the demo model was asked for").replace(" (captions are gibberish)", "")
         banner = (f"⚠️ **Untrained demo model.** Its captions are gibberish until it is fine-tuned. "
-                  f"Why: {why}")
+                  f"Why: {md(why)}")
     return line, banner
 
 
@@ -213,6 +213,17 @@ def build_caption_tab(services, on_send_to_review=None) -> dict:
                                   api_name="ui_regenerate", **ui, **gpu)
     stop_btn.click(None, cancels=[cap_event, chat_event, regen_event], api_visibility="private")
     clear_btn.click(clear_chat, [photo], [chatbot, session, message], api_name="ui_clear_chat", **ui)
+    def on_upload(photo: str):
+        """A broken, disguised or oversized photo is refused when it arrives, not at Caption."""
+        if photo:
+            try:
+                load_image(photo)
+            except ImageError as exc:
+                gr.Warning(str(exc))
+                return None
+        return gr.skip()
+
+    photo.upload(on_upload, [photo], [photo], api_visibility="private")
     # A new photo starts afresh: a generation still running for the old photo stops, and the
     # caption and chat on screen (which described the old one) go.
     photo.change(lambda p: (*clear_chat(p), ""), [photo], [chatbot, session, message, caption],

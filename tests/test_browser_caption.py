@@ -58,3 +58,15 @@ def test_upload_caption_and_chat_in_chromium(app_url, artifacts_dir):
         assert "Who is this?" in shown
         assert "Describe everything" not in shown and "What is she holding" not in shown, shown
         assert page.locator("#caption-out textarea").input_value() == ""
+
+
+def test_a_broken_photo_is_refused_when_it_is_uploaded(app_url, tmp_path):
+    fake = tmp_path / "portrait.jpg"
+    fake.write_text("definitely not a photo")
+    with browser_page() as page:
+        page.goto(app_url)
+        page.locator("#demo-banner").get_by_text("Untrained demo model").wait_for(timeout=30_000)
+        page.locator("#photo input[type=file]").set_input_files(str(fake))
+        page.get_by_text("portrait.jpg").first.wait_for(timeout=30_000)  # the gate's message names the file
+        page.wait_for_function(IDLE, timeout=30_000)
+        assert page.locator("#photo img").count() == 0  # nothing left in the box to caption
