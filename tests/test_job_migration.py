@@ -44,13 +44,22 @@ def test_a_fresh_database_gets_the_job_table_from_the_migrations(tmp_path):
 
 
 def test_a_table_made_by_the_old_create_all_is_adopted_with_its_jobs(tmp_path):
+    from alembic import command
+    from alembic.config import Config
+
+    from annotate.db import MIGRATIONS, create_store_engine, write_engine
+
     path = tmp_path / "studio.db"
     url = f"sqlite:///{path}"
-    open_database(url).dispose()  # the queue at its newest schema...
-    raw = sqlite3.connect(path)  # ...as it was before 0003: version 0002, jobs made by create_all
-    raw.execute("DROP TABLE training_jobs")
-    raw.execute("UPDATE alembic_version SET version_num = '0002'")
-    raw.execute(OLD_JOBS_DDL)  # without its index, as an older create_all could leave it
+    engine = create_store_engine(url)  # the queue as it was before 0003: schema 0002...
+    config = Config()
+    config.set_main_option("script_location", str(MIGRATIONS))
+    with write_engine(engine).begin() as connection:
+        config.attributes["connection"] = connection
+        command.upgrade(config, "0002")
+    engine.dispose()
+    raw = sqlite3.connect(path)  # ...plus the jobs table train/ made with create_all, without its index
+    raw.execute(OLD_JOBS_DDL)
     raw.execute("INSERT INTO training_jobs (status, options_json, out_dir, log_path, cancel_requested, attempts,"
                 " created_at) VALUES ('finished', '{}', 'models/v1', 'v1.log', 0, 1, ?)",
                 (datetime(2026, 11, 1).isoformat(sep=" "),))

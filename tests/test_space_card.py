@@ -31,7 +31,7 @@ def test_front_matter_keys_are_the_hubs():
     card = _card()
     assert set(card) <= KNOWN_KEYS, set(card) - KNOWN_KEYS
     assert card["sdk"] == "gradio" and (REPO / card["app_file"]).is_file()
-    pinned = re.search(r"^gradio==([\d.]+)$", (REPO / "requirements.txt").read_text(), re.M).group(1)
+    pinned = re.search(r"^gradio(?:\[[\w,]+\])?==([\d.]+)$", (REPO / "requirements.txt").read_text(), re.M).group(1)
     assert card["sdk_version"] == pinned
     assert {card["colorFrom"], card["colorTo"]} <= COLORS
 
