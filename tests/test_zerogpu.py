@@ -113,7 +113,7 @@ def test_a_user_facing_error_keeps_its_message_across_the_worker_boundary():
 
     with pytest.raises(gr.Error) as crossing:  # what the worker sends back (a class name otherwise)
         zerogpu._readable_errors(generate)()
-    back = translate_error(crossing.value)
+    back = translate_error(pickle.loads(pickle.dumps(crossing.value)))  # pickled, as the worker's result is
     assert isinstance(back, ZeroGpuError) and str(back) == "max new tokens must be at least 1"
 
     def broken():
