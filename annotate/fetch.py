@@ -23,6 +23,9 @@ class FetchLimits:
     max_bytes: int = 20 * 2**20  # refuse bodies larger than this (20 MB)
     timeout_s: float = 15.0  # per connect and per read
     max_redirects: int = 3
+    # Fetch from private and loopback addresses too: only for an intranet image server the
+    # operator trusts (`serve --fetch-private-hosts`); never on a public Space.
+    allow_private: bool = False
 
 
 def fetch_bytes(url: str, limits: FetchLimits = FetchLimits()) -> bytes:
@@ -38,7 +41,7 @@ def fetch_bytes(url: str, limits: FetchLimits = FetchLimits()) -> bytes:
     raise FetchRefused(f"{_short(url)} redirects more than {limits.max_redirects} times")
 
 
-def vetted_address(host: str, port: int) -> str:
+def vetted_address(host: str, port: int, allow_private: bool = False) -> str:
     """One address of `host`, after checking that every address it resolves to is public."""
     try:
         infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
@@ -47,7 +50,7 @@ def vetted_address(host: str, port: int) -> str:
     addresses = [info[4][0] for info in infos]
     for address in addresses:
         ip = ipaddress.ip_address(address.split("%", 1)[0])  # drop an IPv6 zone index
-        if not _is_public(ip):
+        if not allow_private and not _is_public(ip):
             raise FetchRefused(f"refusing to fetch from {host!r}: it resolves to non-public address {ip}")
     if not addresses:
         raise FetchRefused(f"cannot resolve {host!r}")
@@ -69,7 +72,7 @@ def _get_once(url: str, limits: FetchLimits) -> tuple[int, str | None, bytes]:
     if parts.username or parts.password:
         raise FetchRefused(f"refusing a URL with credentials in it: {_short(url)}")
     port = parts.port or (443 if parts.scheme == "https" else 80)
-    address = vetted_address(parts.hostname, port)
+    address = vetted_address(parts.hostname, port, limits.allow_private)
     conn_class = _PinnedHTTPS if parts.scheme == "https" else _PinnedHTTP
     conn = conn_class(parts.hostname, port, timeout=limits.timeout_s, address=address)
     path = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
@@ -120,3 +123,15 @@ class _PinnedHTTPS(http.client.HTTPSConnection):
 
 def _short(url: str) -> str:
     return url if len(url) <= 120 else url[:117] + "..."
+
+
+def photo_for_review(store, item, limits: FetchLimits = FetchLimits()):
+    """(item, note): the item with its photo stored locally, fetching a URL-only item's photo
+    (safely, as above) so the reviewer sees what they approve. When that fails the item comes
+    back as it was, with the reason in `note`; approving it stays refused."""
+    if item is None or item.image.path is not None or not item.image.url:
+        return item, ""
+    try:
+        return store.attach_photo(item.id, fetch_bytes(item.image.url, limits)), ""
+    except (FetchRefused, ValueError) as exc:  # ValueError: the image gate (not an image, too big)
+        return item, f"the photo could not be fetched ({exc}): reject or skip this item"

@@ -356,6 +356,17 @@ class Store(QueueReads, TeamReview):
 
     # ---- internals ---------------------------------------------------------------------
 
+    def attach_photo(self, item_id: int, image) -> Item:
+        """Store the photo of a URL-only item (fetched for its review). The item keeps its
+        identity (the URL), so imports of the same row still count as duplicates."""
+        prepared = prepare_image(image)
+        path = self.files.store(prepared)
+        with self._durable.begin() as conn:
+            row = self._get(conn, item_id, lock=True)
+            conn.execute(update(IMAGES).where(IMAGES.c.id == row["image_id"], IMAGES.c.path.is_(None))
+                         .values(path=path, width=prepared.width, height=prepared.height))
+            return views.load_item(conn, self.files, item_id)
+
     def _get(self, conn: Connection, item_id: int, lock: bool = False):
         row = conn.execute(_ITEM_FOR_UPDATE if lock else _ITEM, {"item_id": item_id}).mappings().first()
         if row is None:

@@ -18,7 +18,7 @@ from gradio.data_classes import FileData
 
 from app.caption_tab import GPU, caption_photo, chat as chat_turn, new_session
 from app.guard import ask, audit, uploaded_path, user_error
-from app.review_tab import run_export
+from app.review_tab import NO_PHOTO, run_export
 from app.train_tab import cancel_job, start_job, use_in_demo, version_by_name
 
 # Same queue and concurrency group as the UI's model events: one model, shared fairly.
@@ -127,9 +127,12 @@ def _review_endpoints(services):
 
     def review_claim(request: gr.Request = None, profile: gr.OAuthProfile | None = None) -> dict | None:
         """Claim the next item to review (a lease); null when nothing is left for you."""
+        from annotate.fetch import photo_for_review
+
         identity = ask(services, "review", request, profile)
         item = _run(None, identity, store.claim_next, identity.name)
-        return None if item is None else item_dict(services, item)
+        item, note = photo_for_review(store, item, services.fetch_limits)
+        return None if item is None else {**item_dict(services, item), "note": note or None}
 
     def review_approve(item_id: int, caption: str = "", version: int | None = None, request: gr.Request = None,
                        profile: gr.OAuthProfile | None = None) -> dict:
@@ -138,6 +141,8 @@ def _review_endpoints(services):
         identity = ask(services, "review", request, profile, target=f"item {item_id}")
         caption = _check(policy.check_caption, caption)
         item = _run(None, identity, store.get_item, int(item_id))
+        if item.image.path is None:
+            raise gr.Error(NO_PHOTO, print_exception=False)
         expected = item.version if version is None else int(version)
         if caption.strip() and caption.strip() != (item.caption or "").strip():
             expected = _run(None, identity, store.submit_correction, item.id, identity.name, caption,

@@ -83,14 +83,15 @@ def _num(value) -> str:
     return f"{value:.2f}" if isinstance(value, float) else str(value)
 
 
-def _view(services, item, reviewer: str | None, note: str = "") -> tuple:
+def _view(services, item, reviewer: str | None, note: str = "", fetch_note: str = "") -> tuple:
     """Everything the tab shows for one item (or for an empty queue when item is None)."""
     store = services.store
     if item is None:
         blank = ("", "", *[""] * len(FIELDS), [], [])  # draft, caption, fields, diff, history
         return (None, "", *blank, (f"{note} · " if note else "") + "Nothing left to review. 🎉", _counts_md(store, reviewer), dict(EMPTY))
     image_path = services.outbox.copy(item.image.path) if item.image.path and Path(item.image.path).exists() else None
-    source = "" if image_path else f"Image not stored locally; source URL: {md(item.image.url)}"
+    source = "" if image_path else (f"⚠️ No photo to show; source URL: {md(item.image.url)}"
+                                    + (f"  \n{md(fetch_note)}" if fetch_note else ""))
     history = [[r.created_at.strftime("%Y-%m-%d %H:%M:%S"), r.reviewer, r.kind, r.caption] for r in item.history]
     status = (f"Item **{item.id}** · status **{item.status}** · model {md(item.draft.model_version)}"
               + (f" · {note}" if note else ""))
@@ -103,9 +104,21 @@ def _view(services, item, reviewer: str | None, note: str = "") -> tuple:
 def claim_next(services, name, request, profile=None):
     reviewer = _reviewer(services, name, request, profile).name
     try:
-        return _view(services, services.store.claim_next(reviewer), reviewer)
+        item, fetch_note = _claim_with_photo(services, reviewer)
+        return _view(services, item, reviewer, fetch_note=fetch_note)
     except Exception as exc:
         raise _user_error(exc) from None
+
+
+def _claim_with_photo(services, reviewer: str):
+    """(item, note): the next item, its photo fetched when it is known only by URL."""
+    from annotate.fetch import photo_for_review
+
+    return photo_for_review(services.store, services.store.claim_next(reviewer), services.fetch_limits)
+
+
+NO_PHOTO = ("Nobody can see this item's photo (it is known only by its URL and could not be fetched): "
+            "approving it would approve a caption blind. Reject or skip it.")
 
 
 def _save_if_changed(store, state, reviewer, caption, fields: dict) -> int:
@@ -129,6 +142,8 @@ def decide(services, action, state, name, caption, face, body, act, background, 
     item_id = state["item_id"]
     try:
         if action == "approve":
+            if store.get_item(item_id).image.path is None:
+                raise Mistake(NO_PHOTO)
             fields = dict(zip(FIELDS, (face, body, act, background)))
             for text in (caption, *fields.values()):
                 services.policy.check_caption(text)
@@ -143,7 +158,8 @@ def decide(services, action, state, name, caption, face, body, act, background, 
             store.skip(item_id, reviewer, expected_version=state["version"])
         if action != "skip":
             audit(services, identity, action, f"item {item_id}", reason.strip() if action == "reject" else None)
-        return _view(services, store.claim_next(reviewer), reviewer, note=f"item {item_id} {action_past(action)}")
+        nxt, fetch_note = _claim_with_photo(services, reviewer)
+        return _view(services, nxt, reviewer, note=f"item {item_id} {action_past(action)}", fetch_note=fetch_note)
     except (gr.Error, Mistake):
         raise
     except Exception as exc:

@@ -70,6 +70,9 @@ def add_access_arguments(p) -> None:
                    help="longest caption accepted on edit and import")
     g.add_argument("--queue-size", type=int, default=d.queue_size,
                    help="requests that may wait for the model; more are told the queue is full")
+    g.add_argument("--fetch-private-hosts", action="store_true",
+                   help="let the Review tab fetch URL-only photos from private/loopback addresses too "
+                        "(an intranet image server you trust; never on a public Space)")
     g.add_argument("--retention-hours", type=float, default=d.retention_hours,
                    help="temporary uploads, downloads and export folders older than this are deleted")
 
@@ -142,7 +145,10 @@ def run_serve(args) -> int:
     if vlm.info.is_demo and vlm.info.note:
         print(vlm.info.note, file=sys.stderr)
     start_from_args(args)  # --backup-repo: restores an empty queue first, so before the store opens
-    services = Services(slot=slot, store=_open_store(args), jobs=_job_runner(args), policy=Policy(access))
+    from annotate.fetch import FetchLimits
+
+    services = Services(slot=slot, store=_open_store(args), jobs=_job_runner(args), policy=Policy(access),
+                        fetch_limits=FetchLimits(allow_private=args.fetch_private_hosts))
     _start_cleanup(services)
     app = build_app(services)
     try:

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import gradio as gr
 
+from annotate.fetch import FetchLimits
 from app.caption_tab import build_caption_tab, model_status
 from app.guard import Mistake, Outbox, ask, md, warn_on_mistake
 from app.policy import Policy
@@ -34,6 +35,7 @@ class Services:
     jobs: object | None = None  # train.jobs.JobRunner
     policy: Policy = field(default_factory=Policy)  # local mode unless told otherwise
     outbox: Outbox | None = None  # files offered for download
+    fetch_limits: FetchLimits = field(default_factory=FetchLimits)  # URL-only photos fetched on claim
     extra: dict = field(default_factory=dict)
 
     def __post_init__(self):

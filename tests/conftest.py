@@ -48,7 +48,7 @@ def artifacts_dir() -> Path:
 
 
 @contextmanager
-def running_app(slot=None, store=None, jobs=None, auth=None, access=None, mcp=False):
+def running_app(slot=None, store=None, jobs=None, auth=None, access=None, mcp=False, fetch_limits=None):
     """Build the real UI around the given services and serve it on loopback, launched as
     `serve` launches it (limits, log-in back-off); yields its URL.
 
@@ -63,6 +63,8 @@ def running_app(slot=None, store=None, jobs=None, auth=None, access=None, mcp=Fa
     access = access or resolve_access("127.0.0.1", auth=bool(auth), env={})
     services = Services(slot=slot or ModelSlot(LoadConfig(model="demo")), store=store, jobs=jobs,
                         policy=Policy(access))
+    if fetch_limits is not None:
+        services.fetch_limits = fetch_limits
     app = launch(build_app(services), access, "127.0.0.1", None, auth, prevent_thread_lock=True, quiet=True, mcp=mcp)
     try:
         yield app.local_url
