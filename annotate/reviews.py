@@ -22,7 +22,7 @@ from collections import Counter
 from dataclasses import replace
 from datetime import datetime, timedelta
 
-from sqlalchemy import Connection, delete, insert, select, update
+from sqlalchemy import Connection, bindparam, delete, insert, select, update
 
 from annotate.agreement import item_agreement, medoid, token_f1
 from annotate.checks import from_json, jsonable
@@ -43,10 +43,13 @@ def is_team(row) -> bool:
     return row["overlap"] > 1 or row["gold_caption"] is not None
 
 
+# Built once (parameters bound at execute time): this runs on every claim, overlap or not.
+_OWN_CLAIM = (select(REVIEWS).where(REVIEWS.c.reviewer == bindparam("who"), REVIEWS.c.status == "in_review",
+                                    REVIEWS.c.lease_expires_at > bindparam("now")).order_by(REVIEWS.c.id).limit(1))
+
+
 def own_claim(conn: Connection, who: str, now: datetime):
-    query = (select(REVIEWS).where(REVIEWS.c.reviewer == who, REVIEWS.c.status == "in_review",
-                                   REVIEWS.c.lease_expires_at > now).order_by(REVIEWS.c.id).limit(1))
-    return conn.execute(query).mappings().first()
+    return conn.execute(_OWN_CLAIM, {"who": who, "now": now}).mappings().first()
 
 
 def mine(conn: Connection, item_id: int, who: str):

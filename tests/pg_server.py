@@ -43,17 +43,25 @@ def _as_owner(cmd: list[str]) -> list[str]:
 
 
 class PgServer:
-    def __init__(self, root: Path):
+    """durable=False (the tests): fsync off, a crash may lose the cluster, which is thrown away
+    anyway. durable=True (benchmarks): PostgreSQL's defaults, commits flushed to disk like
+    SQLite's synchronous=FULL, so throughput figures compare like with like."""
+
+    def __init__(self, root: Path, durable: bool = False):
         self.root = root
+        self.durable = durable
         self.data = root / "cluster"
         self.port = _free_port()
 
     def start(self) -> None:
         if os.geteuid() == 0:
             shutil.chown(self.root, "postgres", "postgres")
-        subprocess.run(_as_owner([_bin("initdb"), "-D", str(self.data), "-U", SUPERUSER, "-A", "trust",
-                                  "-E", "UTF8", "--no-sync"]), check=True, capture_output=True, timeout=120)
-        options = f"-h 127.0.0.1 -p {self.port} -k {self.root} -c fsync=off -c max_connections=300"
+        sync = () if self.durable else ("--no-sync",)
+        subprocess.run(_as_owner([_bin("initdb"), "-D", str(self.data), "-U", SUPERUSER, "-A", "trust", "-E", "UTF8",
+                                  *sync]), check=True, capture_output=True, timeout=120)
+        options = f"-h 127.0.0.1 -p {self.port} -k {self.root} -c max_connections=300"
+        if not self.durable:
+            options += " -c fsync=off"
         subprocess.run(_as_owner([_bin("pg_ctl"), "-D", str(self.data), "-o", options, "-l",
                                   str(self.root / "server.log"), "-w", "-t", "60", "start"]),
                        check=True, capture_output=True, timeout=90)

@@ -5,7 +5,8 @@
 For each backend and thread count: reviews per second, double claims and lost corrections
 (both must be 0). Targets: >= 1,000 reviews/s on SQLite with 16 threads; PostgreSQL within 2x
 of SQLite at 16 threads and ahead of it at 64. PostgreSQL is a throw-away local server started
-for the run (tests/pg_server.py: initdb + pg_ctl, fsync off as in the tests).
+for the run (tests/pg_server.py: initdb + pg_ctl) with its default durability (fsync on), as
+SQLite's commits of captions and decisions are (synchronous=FULL).
 """
 
 from __future__ import annotations
@@ -72,7 +73,7 @@ def run(items: int, threads: int, url: str | None = None) -> dict:
 def postgresql_server():
     from tests.pg_server import PgServer
 
-    server = PgServer(Path(tempfile.mkdtemp(prefix="humanvlm-bench-pg-")))
+    server = PgServer(Path(tempfile.mkdtemp(prefix="humanvlm-bench-pg-")), durable=True)
     server.start()
     try:
         yield server
