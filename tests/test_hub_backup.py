@@ -101,3 +101,15 @@ def test_serve_options(tmp_path, monkeypatch):
     parser = argparse.ArgumentParser()
     add_backup_arguments(parser)
     assert parser.parse_args([]).backup_repo == "me/from-env"
+
+
+def test_serve_refuses_to_start_when_the_backup_repository_cannot_be_read(tmp_path):
+    """Starting with an empty queue while the backups are out of reach would later push an
+    empty snapshot over the real ones: serve stops with one line instead."""
+    from tests.conftest import run_app
+
+    done = run_app("serve", "--model", "demo", "--backup-repo", "me/studio-backups", "--data-dir", str(tmp_path),
+                   "--port", "0", env={"HF_HUB_OFFLINE": "1", "HF_TOKEN": ""})
+    assert done.returncode == 2, done.stderr[-2000:]
+    last = done.stderr.strip().splitlines()[-1]
+    assert last.startswith("error: cannot back up to the dataset repository me/studio-backups")
