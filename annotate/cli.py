@@ -23,7 +23,7 @@ def add_store_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--db", metavar="URL", default=argparse.SUPPRESS,
                         help=f"database URL (default ${DB_URL_ENV}, else sqlite:///DATA_DIR/studio.db)")
     parser.add_argument("--data-dir", metavar="DIR", default=argparse.SUPPRESS,
-                        help=f"data folder for the database and images (default ${DATA_DIR_ENV}, else ./data)")
+                        help=f"data folder for the database and images (default ${DATA_DIR_ENV}, else /data when writable, else ./data)")
 
 
 def open_store(args: argparse.Namespace):

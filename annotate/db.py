@@ -40,7 +40,7 @@ class DbConfig:
         metadata={"help": f"database URL (default: ${DB_URL_ENV}, else sqlite:///DATA/studio.db)"},
     )
     data_dir: Path | None = field(
-        default=None, metadata={"help": f"data folder (default: ${DATA_DIR_ENV}, else ./data)"}
+        default=None, metadata={"help": f"data folder (default: ${DATA_DIR_ENV}, else /data when writable, else ./data)"}
     )
     busy_timeout_ms: int = field(
         default=30_000, metadata={"help": "how long a writer waits for SQLite's lock"}
