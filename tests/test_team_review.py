@@ -94,6 +94,12 @@ def test_undo_and_release_of_an_independent_review(store):
     assert (back.id, back.status, back.caption) == (item.id, "in_review", "first try")
     store.release(item.id, "alice")
     assert store.claim_next("bob").id == item.id and store.claim_next("alice").id == item.id
+    for who in ("alice", "bob"):
+        store.approve(item.id, who)
+    with pytest.raises(errors.ConflictError, match="all its reviews are in"):
+        store.undo_last("bob")  # the item was decided by both reviews: an admin reassigns it
+    store.reassign(item.id)  # reviewed afresh: earlier reviews are archived, anyone may review again
+    assert store.get_item(item.id).status == "pending" and store.claim_next("alice").id == item.id
 
 
 def test_eight_reviewers_with_overlap_two_never_collide(db_url, tmp_path):
@@ -218,3 +224,29 @@ def test_reviewer_counts_include_independent_reviews(store):
                                                   store.reviews(1)[0].edit_rate, 4)}
     bob = store.reviewer_counts("bob")
     assert (bob["approved"], bob["rejected"], bob["corrections"], bob["mean_edit_rate"]) == (1, 1, 0, 0.0)
+
+
+def test_upgrade_from_0003_keeps_items_as_single_review(db_url, tmp_path):
+    from alembic import command
+    from alembic.config import Config
+    from sqlalchemy import text
+
+    from annotate.db import MIGRATIONS, create_store_engine, write_engine
+
+    engine = create_store_engine(db_url)
+    config = Config()
+    config.set_main_option("script_location", str(MIGRATIONS))
+    with write_engine(engine).begin() as conn:
+        config.attributes["connection"] = conn
+        command.upgrade(config, "0003")
+        conn.execute(text("INSERT INTO images (id, sha256, hash_kind, source_url, created_at) "
+                          "VALUES (1, 'abc', 'url', 'https://e.org/1.jpg', '2030-01-01 00:00:00')"))
+        conn.execute(text("INSERT INTO items (id, image_id, status, version, model_name, model_version, settings_json, "
+                          "draft_caption, created_at, updated_at) VALUES (1, 1, 'pending', 1, 'demo', 'v1', '{}', "
+                          "'an old draft', '2030-01-01 00:00:00', '2030-01-01 00:00:00')"))
+    engine.dispose()
+    with Store(db_url, tmp_path / "data") as store:  # opening runs 0004
+        item = store.claim_next("alice")
+        assert (item.id, item.overlap, item.caption, item.draft.confidence_mean) == (1, 1, "an old draft", None)
+        store.approve(item.id, "alice", expected_version=item.version)
+        assert store.get_item(1).status == "approved"
