@@ -69,10 +69,11 @@ def checkpoint_size(model_id: str) -> CheckpointSize | None:
     config = _read_json(folder / "config.json") if folder else None
     dtype = _saved_dtype(config) if config else None
     if folder is not None:
-        shards = sorted(folder.glob("*.safetensors"))
-        if shards and all(p.exists() for p in shards):
-            return CheckpointSize(sum(_header_parameters(p) for p in shards), dtype, "safetensors headers")
         index = _read_json(folder / "model.safetensors.index.json")
+        names = sorted(set((index or {}).get("weight_map", {}).values())) or ["model.safetensors"]
+        shards = [folder / name for name in names]
+        if all(p.is_file() for p in shards):  # every shard on disk (a download may be half done)
+            return CheckpointSize(sum(_header_parameters(p) for p in shards), dtype, "safetensors headers")
         total = (index or {}).get("metadata", {}).get("total_size")
         if total:
             return CheckpointSize(int(total / BYTES_PER_PARAM.get(dtype or "float16", 2.0)), dtype, "safetensors index")

@@ -52,6 +52,19 @@ def test_size_is_read_from_an_index_in_a_folder_and_in_the_hub_cache(tmp_path, m
     assert checkpoint_size(HUMANVLM_ID).parameters == local.parameters
 
 
+def test_sharded_checkpoint_and_a_half_downloaded_one(tmp_path, reduced):
+    from tests.humanvlm_checkpoint import build_checkpoint
+
+    folder = build_checkpoint(tmp_path / "sharded", max_shard_size="10MB")
+    shards = sorted(folder.glob("*.safetensors"))
+    assert len(shards) > 2
+    whole = checkpoint_size(str(folder))
+    assert whole.source == "safetensors headers" and whole.parameters == checkpoint_size(str(reduced)).parameters
+    shards[-1].unlink()  # an interrupted download: the index still knows the total
+    half = checkpoint_size(str(folder))
+    assert half.source == "safetensors index" and abs(half.parameters - whole.parameters) < 0.01 * whole.parameters
+
+
 def test_small_gpu_gets_4bit_from_a_local_folder(reduced):
     size = checkpoint_size(str(reduced))
     fp16 = size.parameters * 2
