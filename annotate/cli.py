@@ -26,6 +26,11 @@ def add_store_arguments(parser: argparse.ArgumentParser) -> None:
                         help=f"data folder for the database and images (default ${DATA_DIR_ENV}, else /data when writable, else ./data)")
 
 
+# Exit status of commands that work through many rows: 0 everything went in (or out), PARTIAL
+# the command finished but rows or items were left out (each reported), 2 nothing was done.
+PARTIAL = 1
+
+
 def open_store(args: argparse.Namespace):
     from annotate.store import Store
 
@@ -163,6 +168,7 @@ def run_import(args) -> int:
     from annotate.importers import count_rows, dataset_files, import_file
 
     store = open_store(args)
+    bad_rows = 0
     for path in [file for given in args.files for file in dataset_files(given)]:
         # delay: no bar for quick imports, nor before an error about the file itself.
         with tqdm(total=count_rows(path), unit="row", desc=str(path), file=sys.stderr, disable=args.json,
@@ -177,7 +183,8 @@ def run_import(args) -> int:
             print(f"  bad {reason}")
         if result.bad > len(result.bad_reasons):
             print(f"  ... and {result.bad - len(result.bad_reasons)} more bad rows")
-    return 0
+        bad_rows += result.bad
+    return PARTIAL if bad_rows else 0  # rows were left out: say so to scripts too
 
 
 def run_list(args) -> int:
@@ -279,7 +286,7 @@ def run_export(args) -> int:
                   "(import with --fetch-images to include them)")
         if pushed:
             print(f"pushed to {pushed}")
-    return 0
+    return PARTIAL if result.skipped_without_image else 0
 
 
 def _item_json(item) -> dict:

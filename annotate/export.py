@@ -87,8 +87,11 @@ class ExportResult:
     def summary(self) -> str:
         # Asked to blur and none found is worth saying: the reviewer should look before sharing.
         faces = f", {self.faces_blurred} faces blurred" if self.blur_faces or self.faces_blurred else ""
+        left_out = (f"; {self.skipped_without_image} left out (photo never fetched: import with --fetch-images, "
+                    "or claim them in Review, which fetches it)" if self.skipped_without_image else "")
         return (f"{self.out_dir}: {self.counts['train']} train + {self.counts['test']} held-out (test) "
-                f"rows ({self.format}), {self.images_written} image{'' if self.images_written == 1 else 's'}{faces}")
+                f"rows ({self.format}), {self.images_written} image{'' if self.images_written == 1 else 's'}"
+                f"{faces}{left_out}")
 
 
 def split_of(sha256: str, split: float) -> str:

@@ -32,7 +32,7 @@ def hq_file(tmp_path):
 def test_import_stats_list_show_reassign(db, hq_file, tmp_path):
     data = ["--data-dir", str(tmp_path / "data")]
     result = run_app("queue", "import", str(hq_file), "--db", db, *data)
-    assert result.returncode == 0, result.stderr
+    assert result.returncode == 1, result.stderr  # done, but a row was left out (documented: 1)
     assert "4 rows read, 3 imported, 0 duplicates, 1 bad" in result.stdout
     assert "bad row 2: no gpt turn" in result.stdout
     again = run_app("queue", "--db", db, "import", "--json", str(hq_file), *data)  # --db before the action
@@ -58,7 +58,7 @@ def test_import_stats_list_show_reassign(db, hq_file, tmp_path):
 
 def test_export_command(db, hq_file, tmp_path):
     data = ["--data-dir", str(tmp_path / "data")]
-    assert run_app("queue", "import", str(hq_file), "--db", db, *data).returncode == 0
+    assert run_app("queue", "import", str(hq_file), "--db", db, *data).returncode == 1  # its bad row: 1 = partial
     with Store(db, tmp_path / "data") as store:
         while item := store.claim_next("bob"):
             store.approve(item.id, "bob")
@@ -102,7 +102,7 @@ def test_a_database_url_that_cannot_be_opened_is_one_line(tmp_path):
 
 def test_database_url_from_the_environment(tmp_path, hq_file):
     env = {"HUMANVLM_DB_URL": f"sqlite:///{tmp_path / 'env.db'}", "HUMANVLM_DATA_DIR": str(tmp_path / "envdata")}
-    assert run_app("queue", "import", str(hq_file), env=env).returncode == 0
+    assert run_app("queue", "import", str(hq_file), env=env).returncode == 1  # the bad row
     assert (tmp_path / "env.db").is_file() and (tmp_path / "envdata").is_dir()
     assert json.loads(run_app("queue", "stats", "--json", env=env).stdout)["total"] == 3
 
