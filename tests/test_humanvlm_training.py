@@ -18,13 +18,13 @@ import pytest
 from tests.humanvlm_checkpoint import IMAGE_FEATURES, IMAGE_ID, ensure_checkpoint
 from tests.train_support import REPO, approve_shapes, export_to
 
-pytestmark = pytest.mark.slow  # two short trainings of the real-shape model: ~80 s on 2 cores
+pytestmark = pytest.mark.slow  # three short trainings of the real-shape model: ~2 min on 2 cores
 OLD_PYTHON = REPO / ".venv-transformers4" / "bin" / "python"
 
 
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory):
-    """One merged LoRA run with the HumanVLM defaults, one with the vision tower left frozen."""
+    """A merged LoRA run with the HumanVLM defaults, one with the vision tower left frozen, a merged QLoRA run."""
     from annotate.store import Store
     from train.options import TrainOptions
     from train.trainer import train
@@ -38,7 +38,8 @@ def runs(tmp_path_factory):
     common = dict(data=str(data), base=base, batch_size=2, grad_accum=1, max_steps=2, lr=1e-3)
     merged = train(TrainOptions(out=str(root / "merged"), merge=True, **common))
     frozen = train(TrainOptions(out=str(root / "frozen"), vision_tower="frozen", **common))
-    return SimpleNamespace(root=root, base=base, merged=merged, frozen=frozen)
+    qlora = train(TrainOptions(out=str(root / "qlora"), method="qlora", merge=True, **(common | {"max_steps": 1})))
+    return SimpleNamespace(root=root, base=base, merged=merged, frozen=frozen, qlora=qlora)
 
 
 def _adapter_keys(folder: Path) -> list[str]:
@@ -86,6 +87,18 @@ def test_merged_model_is_saved_in_the_bases_dtype_and_older_spellings(runs):
         with safe_open(str(shard), "pt") as fh:
             assert all(fh.get_slice(k).get_dtype() == "F16" for k in fh.keys())
             assert all(k.startswith("vision_tower.vision_model.") for k in fh.keys() if k.startswith("vision_tower"))
+
+
+def test_merged_qlora_is_a_16bit_model_like_its_base(runs, astronaut):
+    from model.generate import GenerationSettings
+    from model.loader import LoadConfig, load_model
+
+    config = json.loads((runs.qlora / "config.json").read_text())
+    assert config["torch_dtype"] == "float16" and "quantization_config" not in config
+    assert any("vision_tower" in k and "lora_A" in k for k in _adapter_keys(runs.qlora / "adapter"))
+    vlm = load_model(LoadConfig(model=str(runs.qlora)))
+    assert vlm.info.quant == "none"
+    assert isinstance(vlm.caption(astronaut, "Describe.", GenerationSettings(max_new_tokens=3)), str)
 
 
 def test_merged_model_matches_base_plus_adapter(runs, astronaut):
