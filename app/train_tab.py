@@ -79,6 +79,12 @@ def _number(value, kind=float):
 
 
 def start_job(services, identity, base, method, epochs, max_steps, lr, batch_size) -> str:
+    from model.zerogpu import on_zerogpu
+
+    if on_zerogpu():
+        raise gr.Error("Training cannot run on ZeroGPU (a GPU call lasts minutes at most): export the "
+                       "corrections and train on a dedicated GPU; the Train tab shows the commands.",
+                       print_exception=False)
     if method not in METHODS:
         raise gr.Error(f"Method is one of {', '.join(METHODS)}.")
     settings = {"base": _checked_base(services, base), "method": method, "epochs": _number(epochs),
@@ -283,6 +289,15 @@ UI = {"api_visibility": "undocumented"}  # the documented API is app/api.py
 
 
 def _build_train(services) -> tuple[gr.Markdown, gr.Timer]:
+    import os
+
+    from model.zerogpu import on_zerogpu
+    from train.zerogpu import zerogpu_note
+
+    zerogpu = on_zerogpu()
+    if zerogpu:  # minutes to hours of training do not fit in a ZeroGPU call
+        gr.Markdown(zerogpu_note(base=_base(services), backup_repo=os.environ.get("HUMANVLM_BACKUP_REPO")),
+                    elem_id="train-zerogpu")
     seen = gr.State({})
     with gr.Row():
         summary = gr.Markdown(elem_id="train-data")
@@ -296,7 +311,7 @@ def _build_train(services) -> tuple[gr.Markdown, gr.Timer]:
         max_steps = gr.Number(value=None, precision=0, label="Max steps (0 = by epochs)", elem_id="train-max-steps")
         lr = gr.Number(value=None, label="Learning rate (0 = default)")
         batch = gr.Number(value=None, precision=0, label="Batch size (0 = default)", elem_id="train-batch")
-    with gr.Row():
+    with gr.Row(visible=not zerogpu):
         start_btn = gr.Button("Start training", variant="primary", elem_id="train-start")
         cancel_btn = gr.Button("Cancel", variant="stop", elem_id="train-cancel")
         resume_btn = gr.Button("Resume", elem_id="train-resume")

@@ -191,3 +191,17 @@ def test_audit_command_prints_the_log(services, tmp_path):
     assert entries[0]["detail"] == "blurry `http://x`" and entries[0]["target"] == f"item {item['id']}"
     text = run_app("audit", "--db", store.url, "--data-dir", str(store.data_dir)).stdout
     assert "bob (reviewer)  export" in text and "REFUSED" in text
+
+
+def test_on_zerogpu_training_is_refused_with_the_commands_to_run_elsewhere(services, monkeypatch):
+    import app.api  # noqa: F401  (decorated at import, off ZeroGPU: real ZeroGPU needs its device API)
+
+    store, runner, slot = services
+    monkeypatch.setenv("SPACES_ZERO_GPU", "true")  # what the Train tab and train_start look at
+    with running_app(slot=slot, store=store, jobs=runner) as url:
+        with pytest.raises(AppError, match="Training cannot run on ZeroGPU"):
+            Client(url, verbose=False).predict(base="demo", max_steps=1, api_name="/train_start")
+        page = httpx.get(f"{url}config").json()
+    assert runner.list(limit=10) == []
+    notes = [c["props"].get("value") for c in page["components"] if c["props"].get("elem_id") == "train-zerogpu"]
+    assert notes and "python app.py train --data" in notes[0]
