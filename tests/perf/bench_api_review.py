@@ -21,6 +21,17 @@ from collections import Counter
 from pathlib import Path
 
 
+def seed_photos(store, count: int, overlap: int = 1) -> None:
+    """`count` distinct small photos (the API refuses to approve a caption of an unseen photo)."""
+    from PIL import Image
+
+    from annotate.records import Draft
+
+    for i in range(count):
+        image = Image.new("RGB", (48, 48), (i % 256, (i // 256) % 256, 128))
+        store.enqueue(image, Draft("bench", "v1", f"draft caption {i}"), overlap=overlap)
+
+
 def review_through_api(store, reviewers: int) -> tuple[list[tuple[int, str]], list[str], float]:
     """Serve the app on `store` with log-in; `reviewers` clients claim and approve until the
     queue is empty. Returns ((item id, reviewer) per review, errors, seconds)."""
@@ -57,12 +68,10 @@ def review_through_api(store, reviewers: int) -> tuple[list[tuple[int, str]], li
 
 
 def run(items: int, reviewers: int, overlap: int, url: str | None = None) -> dict:
-    from annotate.records import Draft, NewItem
     from annotate.store import Store
 
     with tempfile.TemporaryDirectory() as tmp, Store(url, data_dir=Path(tmp)) as store:
-        store.enqueue_many([NewItem(f"{i:064x}", "url", Draft("bench", "v1", f"draft caption {i}"),
-                                    url=f"https://example.org/{i}.jpg") for i in range(items)], overlap=overlap)
+        seed_photos(store, items, overlap)
         done, errors, seconds = review_through_api(store, reviewers)
         per_item = Counter(item_id for item_id, _ in done)
         twice = len(done) - len(set(done))

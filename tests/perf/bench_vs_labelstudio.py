@@ -2,7 +2,7 @@
 
     python -m tests.perf.bench_vs_labelstudio [--items 1000] [--clients 8]
 
-One queue of `--items` items is pushed to a real Label Studio server (started here from the
+One queue of `--items` small photos is pushed to a real Label Studio server (started here from the
 test template, tests/labelstudio_server.py) with `labelstudio push`. Then, one after the
 other: `--clients` threads create one caption annotation per task through Label Studio's REST
 API (the SDK's `annotations.create`; open-source Label Studio has no atomic "next task" for one
@@ -52,10 +52,9 @@ def annotate_in_labelstudio(url: str, token: str, project_id: int, clients: int)
 
 def run(items: int, clients: int) -> dict:
     from annotate.labelstudio import push
-    from annotate.records import Draft, NewItem
     from annotate.store import Store
     from tests.labelstudio_server import WARM_START_TIMEOUT_S, ensure_template, start_server, stop_server
-    from tests.perf.bench_api_review import review_through_api
+    from tests.perf.bench_api_review import review_through_api, seed_photos
 
     template, creds = ensure_template()
     with tempfile.TemporaryDirectory() as tmp:
@@ -64,8 +63,7 @@ def run(items: int, clients: int) -> dict:
         proc, ls_url = start_server(work, creds, WARM_START_TIMEOUT_S)
         try:
             with Store(f"sqlite:///{work / 'q.db'}", work / "qdata") as store:
-                store.enqueue_many([NewItem(f"{i:064x}", "url", Draft("bench", "v1", f"draft caption {i}"),
-                                            url=f"https://example.org/{i}.jpg") for i in range(items)])
+                seed_photos(store, items)
                 pushed = push(store, ls_url, creds.token, project="bench")
                 ls_done, ls_errors, ls_seconds = annotate_in_labelstudio(ls_url, creds.token, pushed.project_id, clients)
                 app_done, app_errors, app_seconds = review_through_api(store, clients)
