@@ -13,6 +13,7 @@ import json
 import sys
 from dataclasses import asdict
 
+from annotate import team_cli
 from annotate.db import DATA_DIR_ENV, DB_URL_ENV
 from annotate.records import STATUSES
 
@@ -44,6 +45,7 @@ def register(subparsers) -> None:
     actions = queue.add_subparsers(dest="queue_action", metavar="ACTION", required=True)
     _register_add(actions)
     _register_import(actions)
+    team_cli.register(actions)  # disagreements, adjudicate
 
     listing = actions.add_parser("list", help="list items, optionally of one status")
     listing.add_argument("--status", choices=STATUSES, help="only items with this status")

@@ -75,3 +75,23 @@ def test_queue_add_records_the_models_confidence(tmp_path, demo_vlm):
         assert all(item.overlap == 2 and item.draft.confidence_mean is not None for item in items)
         least = min(items, key=lambda item: item.draft.confidence_mean)
         assert store.claim_next("alice").id == least.id  # least confident first
+
+
+def test_disagreements_and_adjudicate_commands(tmp_path):
+    from annotate.records import Draft, NewItem
+
+    db, data = f"sqlite:///{tmp_path / 'q.db'}", ["--data-dir", str(tmp_path / "data")]
+    with Store(db, tmp_path / "data") as store:
+        store.enqueue_many([NewItem("a" * 64, "url", Draft("demo", "v1", "a person"), url="https://e.org/a.jpg")],
+                           overlap=2)
+        for who, text in (("alice", "a woman with a hat"), ("bob", "two children playing football")):
+            item = store.claim_next(who)
+            store.approve(item.id, who, expected_version=store.submit_correction(item.id, who, text, item.version))
+    listed = run_app("queue", "disagreements", "--json", "--db", db, *data)
+    (row,) = [json.loads(line) for line in listed.stdout.splitlines()]
+    assert row["agreement"] == 0.0 and row["final_source"] == "medoid:alice" and len(row["reviews"]) == 2
+    settled = run_app("queue", "adjudicate", str(row["item_id"]), "--pick", "bob", "--by", "carol", "--db", db, *data)
+    assert settled.returncode == 0 and "final caption from pick:bob: two children playing football" in settled.stdout
+    assert run_app("queue", "disagreements", "--db", db, *data).stdout == ""
+    wrong = run_app("queue", "adjudicate", str(row["item_id"]), "--pick", "nobody", "--db", db, *data)
+    assert wrong.returncode == 2 and "nobody has no approved caption" in wrong.stderr
