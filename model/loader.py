@@ -200,22 +200,18 @@ def load_model(config: LoadConfig | None = None):
 
 
 def _load(config: LoadConfig, model_id: str, note: str):
+    import torch
     from transformers import AutoModelForImageTextToText, AutoProcessor
 
     from model.generate import VLM
     from model.prompts import FORMATS, detect_format
-
-    import torch
 
     device = pick_device(config.device)
     is_demo = Path(model_id).name.startswith("demo-model-") or _is_demo_folder(model_id)
     plan = plan_memory(config, model_id, device)
     dtype, quant = getattr(torch, plan.dtype), plan.quant
     if plan.reason and not is_demo:
-        # Said out loud (stderr) when `auto` departed from the usual precision to make it fit.
-        departed = (config.quant == "auto" and plan.quant != "none") or (
-            config.dtype == "auto" and device == "cpu" and plan.dtype != "float32")
-        log.log(logging.WARNING if departed else logging.INFO, "%s: %s", model_id, plan.reason)
+        _report_plan(config, model_id, device, plan)
     try:
         local = Path(model_id).is_dir()  # a folder on disk: never ask the hub anything
         processor = AutoProcessor.from_pretrained(model_id, local_files_only=local)
@@ -241,6 +237,13 @@ def _load(config: LoadConfig, model_id: str, note: str):
         decision="" if is_demo else plan.reason)
     log.info("loaded %s", info.describe())
     return VLM(model=model, processor=processor, prompt_format=fmt, info=info)
+
+
+def _report_plan(config: LoadConfig, model_id: str, device: str, plan) -> None:
+    """Said out loud (stderr) when `auto` departed from the usual precision to make it fit."""
+    departed = (config.quant == "auto" and plan.quant != "none") or (
+        config.dtype == "auto" and device == "cpu" and plan.dtype != "float32")
+    log.log(logging.WARNING if departed else logging.INFO, "%s: %s", model_id, plan.reason)
 
 
 def _is_demo_folder(model_id: str) -> bool:
