@@ -121,3 +121,24 @@ def test_eval_takes_the_exports_own_split_name(version, tmp_path):
     result = last_json(done.stdout)
     assert result["split"] == "heldout" and result["metrics"]["n"] == manifest["counts"]["test"]
     assert "cider" in result["metrics"]
+
+
+def test_a_merged_version_is_a_transformers_repository_too(version, tmp_path):
+    from huggingface_hub import ModelCard
+    from transformers import AutoConfig
+
+    from train.options import TrainOptions
+    from train.trainer import train
+    from train.versions import read_version
+
+    out = train(TrainOptions(data=str(version.parent / "export"), base="demo", out=str(tmp_path / "merged"),
+                             max_steps=1, batch_size=4, merge=True, report_to="none"))
+    meta = ModelCard.load(out / "README.md").data.to_dict()
+    assert (meta["library_name"], meta["pipeline_tag"]) == ("transformers", "image-text-to-text")
+    assert "AutoModelForImageTextToText.from_pretrained(" in ModelCard.load(out / "README.md").text
+    assert AutoConfig.from_pretrained(str(out)).model_type == "llava"
+    for path in [*out.iterdir(), *(out / "adapter").iterdir()]:
+        if path.is_file() and path.suffix in (".json", ".md", ".jinja", ".txt"):
+            assert str(tmp_path) not in path.read_text() and str(Path.home()) + "/" not in path.read_text(), path
+    assert read_version(out).load == {"model": str(out.resolve()), "adapter": None}
+    assert not (out / "runs").exists()  # --report-to none
