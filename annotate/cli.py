@@ -10,12 +10,13 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from dataclasses import asdict
 
 from annotate import team_cli
 from annotate.db import DATA_DIR_ENV, DB_URL_ENV
-from annotate.records import STATUSES
+from annotate.records import ORDERS, STATUSES
 
 
 def add_store_arguments(parser: argparse.ArgumentParser) -> None:
@@ -32,10 +33,25 @@ def add_store_arguments(parser: argparse.ArgumentParser) -> None:
 PARTIAL = 1
 
 
+CLAIM_ORDER_ENV = "HUMANVLM_CLAIM_ORDER"
+GOLD_RATE_ENV = "HUMANVLM_GOLD_RATE"
+
+
+def add_review_arguments(parser: argparse.ArgumentParser) -> None:
+    """How claims pick items (for `serve`, where reviewers claim)."""
+    parser.add_argument("--order", choices=ORDERS, default=os.environ.get(CLAIM_ORDER_ENV, "fifo"),
+                        help=f"which pending item a claim takes: queue order, least confident model draft first, or "
+                             f"random (default fifo, or ${CLAIM_ORDER_ENV})")
+    parser.add_argument("--gold-rate", type=float, default=float(os.environ.get(GOLD_RATE_ENV, 0.0)), metavar="P",
+                        help=f"chance (0-1) that a claim serves a gold item the reviewer has not done yet "
+                             f"(default 0, or ${GOLD_RATE_ENV})")
+
+
 def open_store(args: argparse.Namespace):
     from annotate.store import Store
 
-    return Store(getattr(args, "db", None), getattr(args, "data_dir", None))
+    return Store(getattr(args, "db", None), getattr(args, "data_dir", None),
+                 order=getattr(args, "order", "fifo"), gold_rate=getattr(args, "gold_rate", 0.0))
 
 
 def register(subparsers) -> None:

@@ -9,7 +9,7 @@ import sys
 from dataclasses import dataclass
 
 from annotate.backup import point_hf_home
-from annotate.cli import add_store_arguments
+from annotate.cli import add_review_arguments, add_store_arguments
 from app.guard import env_flag
 from annotate.hub_backup import add_backup_arguments, start_from_args
 from model.loader import add_model_arguments, config_from_args
@@ -38,6 +38,7 @@ def register(subparsers) -> None:
     p.add_argument("--no-store", action="store_true", help="serve the Caption & Chat tab only, without the review queue and training")
     add_access_arguments(p)
     add_store_arguments(p)
+    add_review_arguments(p)
     add_backup_arguments(p)
     add_model_arguments(p)
     p.set_defaults(func=run_serve)
