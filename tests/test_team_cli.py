@@ -95,3 +95,15 @@ def test_disagreements_and_adjudicate_commands(tmp_path):
     assert run_app("queue", "disagreements", "--db", db, *data).stdout == ""
     wrong = run_app("queue", "adjudicate", str(row["item_id"]), "--pick", "nobody", "--db", db, *data)
     assert wrong.returncode == 2 and "nobody has no approved caption" in wrong.stderr
+
+
+def test_serve_options_choose_the_claim_order_and_gold_rate(tmp_path, monkeypatch):
+    from annotate.cli import open_store
+    from app.cli import build_parser
+
+    args = build_parser().parse_args(["serve", "--order", "confidence", "--gold-rate", "0.2",
+                                      "--db", f"sqlite:///{tmp_path / 'q.db'}", "--data-dir", str(tmp_path)])
+    with open_store(args) as store:
+        assert (store.order, store.gold_rate) == ("confidence", 0.2)
+    assert build_parser().parse_args(["serve"]).order == "fifo"
+    assert run_app("serve", "--order", "newest").returncode == 2  # argparse: not a choice
