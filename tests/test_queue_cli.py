@@ -67,7 +67,7 @@ def test_export_command(db, hq_file, tmp_path):
     assert result.returncode == 0, result.stderr
     manifest = json.loads((out / "manifest.json").read_text())
     assert manifest["counts"]["total"] == 3 and manifest["split"]["train_fraction"] == 0.5
-    table = pa.concat_tables(pq.read_table(out / f) for f in manifest["files"])
+    table = pa.concat_tables(pq.read_table(out / f) for f in manifest["files"] if f.endswith(".parquet"))
     assert sorted(table["item_id"].to_pylist()) == [1, 2, 3]
     llava = run_app("export", "--format", "llava", "--out", str(tmp_path / "llava"), "--json", "--db", db, *data)
     assert json.loads(llava.stdout)["skipped_without_image"] == 3  # URL-only: no image files to ship
