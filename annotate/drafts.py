@@ -20,10 +20,14 @@ def bounded_photo(path) -> bytes:
 
 
 def draft_from_session(vlm, session: dict) -> Draft:
-    """The model's own caption of the photo, with how it was produced (for provenance)."""
+    """The model's own caption of the photo, with how it was produced (for provenance) and,
+    when the session recorded it, the model's confidence: session["confidence"] = (mean, min)
+    token log-probability of the caption (model/confidence.py)."""
     question, answer = session["turns"][0]
+    mean, low = session.get("confidence") or (None, None)
     return Draft(model_name=vlm.info.name, model_version=vlm.info.version, caption=answer,
-                 preset=session.get("preset"), prompt=question, settings=session.get("settings") or {})
+                 preset=session.get("preset"), prompt=question, settings=session.get("settings") or {},
+                 confidence_mean=mean, confidence_min=low)
 
 
 # Licences a sender may put on a photo they send to the review queue (recorded with the item;

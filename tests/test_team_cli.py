@@ -107,3 +107,12 @@ def test_serve_options_choose_the_claim_order_and_gold_rate(tmp_path, monkeypatc
         assert (store.order, store.gold_rate) == ("confidence", 0.2)
     assert build_parser().parse_args(["serve"]).order == "fifo"
     assert run_app("serve", "--order", "newest").returncode == 2  # argparse: not a choice
+
+
+def test_a_caption_sent_from_the_caption_tab_keeps_the_sessions_confidence(tmp_path, demo_vlm):
+    from annotate.drafts import draft_from_session
+
+    session = {"turns": [("Describe the photo.", "a person")], "preset": "brief", "confidence": (-0.8, -2.5)}
+    draft = draft_from_session(demo_vlm, session)
+    assert (draft.confidence_mean, draft.confidence_min) == (-0.8, -2.5)
+    assert draft_from_session(demo_vlm, {"turns": session["turns"]}).confidence_mean is None
