@@ -18,7 +18,7 @@ run: install
 test: install-dev chromium labelstudio postgresql transformers4
 	$(BIN)/python -m pytest $(ARGS)
 
-bench: install-dev
+bench: install-dev postgresql labelstudio
 	$(BIN)/python -m tests.perf.run_all $(ARGS)
 
 install: $(VENV)/.installed
