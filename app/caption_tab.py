@@ -147,23 +147,23 @@ def build_caption_tab(services, on_send_to_review=None) -> dict:
     limits = policy.config.limits
     session = gr.State(new_session())
     with gr.Row():
+        # The main action stays on screen at 1366x768 after an upload: photo, then the buttons.
         with gr.Column(scale=5):
-            photo = PhotoInput(label="Photo of a person", type="filepath", height=420, elem_id="photo")
-            examples = sorted(str(p) for p in EXAMPLES_DIR.glob("*.png"))
-            gr.Examples(examples=[[p] for p in examples], inputs=[photo], label="Examples (public domain)")
+            photo = PhotoInput(label="Photo of a person", type="filepath", height=340, elem_id="photo")
             with gr.Row():
-                preset = gr.Dropdown(list(PRESETS), value="detailed", label="Preset", scale=1)
-                prompt = gr.Textbox(label="Or your own prompt", placeholder="e.g. What is she holding?", scale=2,
-                                    max_length=limits.max_prompt_chars)
+                preset = gr.Dropdown(list(PRESETS), value="detailed", label="Preset", scale=2, min_width=120)
+                caption_btn = gr.Button("Caption", variant="primary", elem_id="caption-btn", scale=1, min_width=90)
+                stop_btn = gr.Button("Stop", variant="stop", elem_id="stop-btn", scale=1, min_width=70,
+                                     interactive=False)
+            prompt = gr.Textbox(label="Or your own prompt", placeholder="e.g. What is she holding?",
+                                max_length=limits.max_prompt_chars)
             with gr.Accordion("Generation settings", open=False):
                 max_new = gr.Slider(16, limits.max_new_tokens, value=min(400, limits.max_new_tokens), step=8,
                                     label="Max new tokens", elem_id="max-new-tokens")
                 temperature = gr.Slider(0, 1.5, value=0, step=0.05, label="Temperature (0 = greedy)")
                 top_p = gr.Slider(0.05, 1, value=0.9, step=0.05, label="Top-p")
                 rep = gr.Slider(1, 2, value=1.0, step=0.05, label="Repetition penalty")
-            with gr.Row():
-                caption_btn = gr.Button("Caption", variant="primary", elem_id="caption-btn")
-                stop_btn = gr.Button("Stop", variant="stop", elem_id="stop-btn")
+            gr.Examples(examples=_examples(), inputs=[photo, preset, prompt], label="Examples (public domain photos)")
         with gr.Column(scale=6):
             caption = gr.Textbox(label="Caption", lines=8, interactive=True, elem_id="caption-out",
                                  buttons=["copy"])
@@ -205,32 +205,50 @@ def build_caption_tab(services, on_send_to_review=None) -> dict:
 
     gpu = {"concurrency_id": GPU, "concurrency_limit": 1}
     ui = {"api_visibility": "undocumented"}  # the documented API is app/api.py
-    cap_event = caption_btn.click(on_caption, [photo, preset, prompt, *settings], [caption, chatbot, session],
-                                  api_name="ui_caption", **ui, **gpu)
-    chat_event = message.submit(on_chat, [message, session, photo, *settings], [message, chatbot, session],
-                                api_name="ui_chat", **ui, **gpu)
-    regen_event = regen_btn.click(on_regenerate, [session, photo, *settings], [message, chatbot, session],
-                                  api_name="ui_regenerate", **ui, **gpu)
-    stop_btn.click(None, cancels=[cap_event, chat_event, regen_event], api_visibility="private")
+    # Caption is disabled and Stop enabled while an answer streams; back when it ends or stops.
+    buttons = [caption_btn, stop_btn]
+    busy = lambda: (gr.Button(interactive=False), gr.Button(interactive=True))  # noqa: E731
+    idle = lambda: (gr.Button(interactive=True), gr.Button(interactive=False))  # noqa: E731
+    quick = {"queue": False, "api_visibility": "private", "show_progress": "hidden"}
+    cap_event = caption_btn.click(busy, None, buttons, **quick).then(
+        on_caption, [photo, preset, prompt, *settings], [caption, chatbot, session], api_name="ui_caption", **ui, **gpu)
+    chat_event = message.submit(busy, None, buttons, **quick).then(
+        on_chat, [message, session, photo, *settings], [message, chatbot, session], api_name="ui_chat", **ui, **gpu)
+    regen_event = regen_btn.click(busy, None, buttons, **quick).then(
+        on_regenerate, [session, photo, *settings], [message, chatbot, session], api_name="ui_regenerate", **ui, **gpu)
+    for event in (cap_event, chat_event, regen_event):
+        event.then(idle, None, buttons, **quick)
+    stop_btn.click(idle, None, buttons, cancels=[cap_event, chat_event, regen_event], queue=False,
+                   api_visibility="private", show_progress="hidden")
     clear_btn.click(clear_chat, [photo], [chatbot, session, message], api_name="ui_clear_chat", **ui)
-    def on_upload(photo: str):
-        """A broken, disguised or oversized photo is refused when it arrives, not at Caption."""
+
+    def on_new_photo(photo: str):
+        """A new photo starts afresh: the caption and chat on screen described the old one. A
+        broken, disguised or oversized photo is refused as it arrives, not at Caption."""
+        kept = gr.skip()
         if photo:
             try:
                 load_image(photo)
             except ImageError as exc:
                 gr.Warning(str(exc))
-                return None
-        return gr.skip()
+                kept, photo = None, None
+        return (kept, *clear_chat(photo), "", gr.Button(interactive=True), gr.Button(interactive=False))
 
-    photo.upload(on_upload, [photo], [photo], api_visibility="private")
-    # A new photo starts afresh: a generation still running for the old photo stops, and the
-    # caption and chat on screen (which described the old one) go.
-    photo.change(lambda p: (*clear_chat(p), ""), [photo], [chatbot, session, message, caption],
-                 cancels=[cap_event, chat_event, regen_event], api_visibility="private")
+    # Two listeners: the clear must happen even when a cancel finds its event already gone.
+    photo.change(None, None, None, cancels=[cap_event, chat_event, regen_event], api_visibility="private")
+    photo.change(on_new_photo, [photo], [photo, chatbot, session, message, caption, caption_btn, stop_btn],
+                 api_visibility="private")
     if on_send_to_review is not None:
         review_btn.click(on_send_to_review, [session, caption, consent, licence], [], api_name="ui_send_to_review", **ui)
     return {"photo": photo, "caption": caption, "session": session, "send_row": send_row}
+
+
+EXAMPLE_PROMPTS = {"astronaut.png": ("face", ""), "camera.png": ("brief", "What is he doing, and with what?")}
+
+
+def _examples() -> list[list]:
+    """Each example photo with a preset or a question worth trying on it."""
+    return [[str(p), *EXAMPLE_PROMPTS.get(p.name, ("detailed", ""))] for p in sorted(EXAMPLES_DIR.glob("*.png"))]
 
 
 def _checked(policy, text: str | None, what: str) -> str:

@@ -67,6 +67,36 @@ def test_a_broken_photo_is_refused_when_it_is_uploaded(app_url, tmp_path):
         page.goto(app_url)
         page.locator("#demo-banner").get_by_text("Untrained demo model").wait_for(timeout=30_000)
         page.locator("#photo input[type=file]").set_input_files(str(fake))
-        page.get_by_text("portrait.jpg").first.wait_for(timeout=30_000)  # the gate's message names the file
+        page.locator(".toast-body").get_by_text("portrait.jpg").first.wait_for(timeout=30_000)  # the gate's message
+        page.wait_for_function("() => document.querySelectorAll('#photo img').length === 0", timeout=30_000)
         page.wait_for_function(IDLE, timeout=30_000)
         assert page.locator("#photo img").count() == 0  # nothing left in the box to caption
+
+
+def test_laptop_screen_caption_is_in_view_and_buttons_follow_the_generation(app_url):
+    with browser_page(width=1366, height=768) as page:
+        page.goto(app_url)
+        page.locator("#demo-banner").get_by_text("Untrained demo model").wait_for(timeout=30_000)
+        page.locator("#photo input[type=file]").set_input_files(str(ASTRONAUT))
+        page.locator("#photo img").first.wait_for(timeout=30_000)
+        box = page.locator("#caption-btn").bounding_box()
+        assert box["y"] + box["height"] <= 768, box  # no scrolling to reach the main action
+        assert page.locator("#stop-btn").is_disabled() and page.locator("#caption-btn").is_enabled()
+        page.get_by_text("Generation settings").click()
+        page.locator("#max-new-tokens input[type=number]").fill("1024")
+        page.locator("#max-new-tokens input[type=number]").press("Enter")
+        # Record every state the two buttons pass through (however short the caption is).
+        page.evaluate("""() => {
+            window.__seen = [];
+            const cap = document.querySelector('#caption-btn'), stop = document.querySelector('#stop-btn');
+            const note = () => window.__seen.push([cap.disabled, stop.disabled]);
+            new MutationObserver(note).observe(cap, {attributes: true});
+            new MutationObserver(note).observe(stop, {attributes: true});
+        }""")
+        page.locator("#caption-btn").click()
+        page.wait_for_function("() => window.__seen.some(([c, s]) => c && !s)", timeout=30_000)  # busy
+        page.wait_for_function("() => { const [c, s] = window.__seen.at(-1); return !c && s; }",
+                               timeout=60_000)  # idle again when the caption ends
+        page.wait_for_function(IDLE, timeout=30_000)
+        assert page.locator("#caption-out textarea").input_value().strip()
+        assert page.locator("#stop-btn").is_disabled() and page.locator("#caption-btn").is_enabled()
