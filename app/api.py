@@ -207,12 +207,16 @@ def _train_endpoints(services):
     jobs = services.jobs
 
     def train_start(base: str = "", method: str = "lora", max_steps: int | None = None, epochs: float | None = None,
-                    lr: float | None = None, batch_size: int | None = None, request: gr.Request = None,
+                    lr: float | None = None, batch_size: int | None = None, lora_r: int | None = None,
+                    lora_alpha: int | None = None, grad_accum: int | None = None, save_steps: int | None = None,
+                    max_length: int | None = None, request: gr.Request = None,
                     profile: gr.OAuthProfile | None = None) -> dict:
         """Start stage-two fine-tuning on the approved corrections. base: empty for the serving
-        model's base, 'demo', or one listed with --bases."""
+        model's base, 'demo', or one listed with --bases; other settings empty = the base's default."""
         identity = ask(services, "train", request, profile)
-        start_job(services, identity, base, method, epochs, max_steps, lr, batch_size)
+        more = {"lora_r": lora_r, "lora_alpha": lora_alpha, "grad_accum": grad_accum, "save_steps": save_steps,
+                "max_length": max_length}
+        start_job(services, identity, base, method, epochs, max_steps, lr, batch_size, more)
         return job_dict(jobs.list(limit=1)[0])
 
     def train_cancel(request: gr.Request = None, profile: gr.OAuthProfile | None = None) -> dict:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import html
 import json
+import shlex
 from pathlib import Path
 
 import gradio as gr
@@ -78,19 +79,51 @@ def _number(value, kind=float):
     return None if value in (None, "") or float(value) == 0 else kind(value)
 
 
-def start_job(services, identity, base, method, epochs, max_steps, lr, batch_size) -> str:
+ADVANCED = ("lora_r", "lora_alpha", "grad_accum", "save_steps", "max_length", "vision_tower", "merge")
+
+
+def job_settings(services, base, method, epochs, max_steps, lr, batch_size, advanced: dict | None = None) -> dict:
+    """The job's settings from the form: empty or 0 means the base model's default."""
+    if method not in METHODS:
+        raise gr.Error(f"Method is one of {', '.join(METHODS)}.")
+    settings = {"base": _checked_base(services, base), "method": method, "epochs": _number(epochs),
+                "max_steps": _number(max_steps, int), "lr": _number(lr), "batch_size": _number(batch_size, int)}
+    for key, value in (advanced or {}).items():
+        if key not in ADVANCED:
+            raise gr.Error(f"Unknown training setting {key!r}.")
+        if key == "vision_tower":
+            settings[key] = value or None
+        elif key == "merge":
+            settings[key] = bool(value)
+        else:
+            settings[key] = _number(value, int)
+    return {k: v for k, v in settings.items() if v is not None}
+
+
+def preview_command(services, settings: dict) -> str:
+    """The exact `train` command the job will run (the export's and version's folders named)."""
+    from train.options import TrainOptions, resolve, to_argv
+
+    settings = {"base": _base(services), **settings}
+    try:
+        options = TrainOptions(data="EXPORT", out="models/NEW-VERSION", evaluate=True, **settings)
+        resolve(options, is_demo=True)  # the same checks the job runs
+    except Exception as exc:
+        _user_error(exc)
+    return "python app.py export --format llava --out EXPORT\npython app.py train " + " ".join(
+        shlex.quote(a) for a in to_argv(options))
+
+
+def start_job(services, identity, base, method, epochs, max_steps, lr, batch_size, advanced=None) -> str:
     from model.zerogpu import on_zerogpu
 
     if on_zerogpu():
         raise gr.Error("Training cannot run on ZeroGPU (a GPU call lasts minutes at most): export the "
                        "corrections and train on a dedicated GPU; the Train tab shows the commands.",
                        print_exception=False)
-    if method not in METHODS:
-        raise gr.Error(f"Method is one of {', '.join(METHODS)}.")
-    settings = {"base": _checked_base(services, base), "method": method, "epochs": _number(epochs),
-                "max_steps": _number(max_steps, int), "lr": _number(lr), "batch_size": _number(batch_size, int)}
+    settings = job_settings(services, base, method, epochs, max_steps, lr, batch_size, advanced)
     try:
-        job = services.jobs.start({k: v for k, v in settings.items() if v is not None}, store=services.store)
+        job = services.jobs.start(settings, store=services.store)
     except Exception as exc:
         _user_error(exc)
     audit(services, identity, "train", f"job {job.id}", json.dumps(job.options, default=str))
@@ -161,6 +194,11 @@ def job_markdown(job) -> str:
         text += f"\n\n**{'Note' if job.status == 'finished' else 'Reason'}:** {md(job.error)}"
     if resumable(job):
         text += "\n\nIt has a checkpoint: **Resume** continues from it."
+    elif job.status in ("interrupted", "cancelled", "failed"):
+        every = opts.get("save_steps")
+        text += (f"\n\n**Resume** is not available: the job stopped before its first checkpoint "
+                 f"(one every {every} steps; set a smaller interval under *More settings*)." if every else
+                 "\n\n**Resume** is not available: the job left no checkpoint.")
     return text
 
 
@@ -311,6 +349,20 @@ def _build_train(services) -> tuple[gr.Markdown, gr.Timer]:
         max_steps = gr.Number(value=None, precision=0, label="Max steps (0 = by epochs)", elem_id="train-max-steps")
         lr = gr.Number(value=None, label="Learning rate (0 = default)")
         batch = gr.Number(value=None, precision=0, label="Batch size (0 = default)", elem_id="train-batch")
+    with gr.Accordion("More settings (empty = the base model's default)", open=False):
+        with gr.Row():
+            lora_r = gr.Number(value=None, precision=0, label="LoRA rank")
+            lora_alpha = gr.Number(value=None, precision=0, label="LoRA alpha")
+            grad_accum = gr.Number(value=None, precision=0, label="Gradient accumulation")
+            save_steps = gr.Number(value=None, precision=0, label="Checkpoint every N steps", elem_id="train-save-steps")
+        with gr.Row():
+            max_length = gr.Number(value=None, precision=0, label="Cutoff length (tokens)")
+            vision = gr.Radio(["lora", "frozen"], value=None, label="Vision tower (LoRA or frozen)")
+            merge = gr.Checkbox(label="Also save a merged model")
+        preview_btn = gr.Button("Preview command", size="sm", elem_id="train-preview")
+        command = gr.Code(label="The command this job runs", language="shell", interactive=False,
+                          elem_id="train-command")
+    advanced = [lora_r, lora_alpha, grad_accum, save_steps, max_length, vision, merge]
     with gr.Row(visible=not zerogpu):
         start_btn = gr.Button("Start training", variant="primary", elem_id="train-start")
         cancel_btn = gr.Button("Cancel", variant="stop", elem_id="train-cancel")
@@ -337,9 +389,18 @@ def _build_train(services) -> tuple[gr.Markdown, gr.Timer]:
         return data_summary(services)
 
     def on_start(base: str, method: str, epochs: float, max_steps: float, lr: float, batch: float,
-                 request: gr.Request, profile: gr.OAuthProfile | None):
+                 lora_r: float, lora_alpha: float, grad_accum: float, save_steps: float, max_length: float,
+                 vision: str, merge: bool, request: gr.Request, profile: gr.OAuthProfile | None):
         identity = ask(services, "train", request, profile)
-        return start_job(services, identity, base, method, epochs, max_steps, lr, batch)
+        more = dict(zip(ADVANCED, (lora_r, lora_alpha, grad_accum, save_steps, max_length, vision, merge)))
+        return start_job(services, identity, base, method, epochs, max_steps, lr, batch, more)
+
+    def on_preview(base: str, method: str, epochs: float, max_steps: float, lr: float, batch: float,
+                   lora_r: float, lora_alpha: float, grad_accum: float, save_steps: float, max_length: float,
+                   vision: str, merge: bool, request: gr.Request, profile: gr.OAuthProfile | None):
+        ask(services, "train", request, profile)
+        more = dict(zip(ADVANCED, (lora_r, lora_alpha, grad_accum, save_steps, max_length, vision, merge)))
+        return preview_command(services, job_settings(services, base, method, epochs, max_steps, lr, batch, more))
 
     def on_cancel(request: gr.Request, profile: gr.OAuthProfile | None):
         return cancel_job(services, ask(services, "cancel", request, profile))
@@ -350,7 +411,9 @@ def _build_train(services) -> tuple[gr.Markdown, gr.Timer]:
     timer = gr.Timer(POLL_S, active=False)
     timer.tick(on_tick, [seen], outputs, show_progress="hidden", **PRIVATE)
     refresh_btn.click(on_summary, None, summary, **PRIVATE)
-    start_btn.click(on_start, [base, method, epochs, max_steps, lr, batch], message, api_name="ui_train_start", **UI)
+    form = [base, method, epochs, max_steps, lr, batch, *advanced]
+    start_btn.click(on_start, form, message, api_name="ui_train_start", **UI)
+    preview_btn.click(on_preview, form, command, api_name="ui_train_preview", **UI)
     cancel_btn.click(on_cancel, None, message, api_name="ui_train_cancel", **UI)
     resume_btn.click(on_resume, None, message, api_name="ui_train_resume", **UI)
     return summary, timer
