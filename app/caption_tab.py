@@ -138,7 +138,7 @@ def model_status(slot: ModelSlot) -> tuple[str, str]:
     return line, banner
 
 
-def build_caption_tab(services, on_send_to_review=None) -> dict:
+def build_caption_tab(services, on_send_to_review=None, on_flag=None) -> dict:
     """Lay out the tab inside the current `gr.Blocks`; returns components other tabs reuse.
 
     Every event asks the policy (app/guard.py) and applies its limits before the model runs.
@@ -240,6 +240,8 @@ def build_caption_tab(services, on_send_to_review=None) -> dict:
                  api_visibility="private")
     if on_send_to_review is not None:
         review_btn.click(on_send_to_review, [session, caption, consent, licence], [], api_name="ui_send_to_review", **ui)
+    if on_flag is not None:  # thumbs down on an answer: it becomes a draft to correct
+        chatbot.like(on_flag, [session, consent, licence], None, api_visibility="private")
     return {"photo": photo, "caption": caption, "session": session, "send_row": send_row}
 
 

@@ -15,7 +15,7 @@ import gradio as gr
 
 from annotate.fetch import FetchLimits
 from app.caption_tab import build_caption_tab, model_status
-from app.guard import Mistake, Outbox, ask, md, warn_on_mistake
+from app.guard import Mistake, Outbox, ask, md, user_error, warn_on_mistake
 from app.policy import Policy
 from model.slot import ModelSlot
 
@@ -62,7 +62,8 @@ def build_app(services: Services) -> gr.Blocks:
         with gr.Tabs():
             with gr.Tab("Caption & Chat", id="caption") as caption_tab:
                 send = _send_to_review_handler(services) if services.store is not None else None
-                caption = build_caption_tab(services, on_send_to_review=send)
+                flag = _flag_handler(services) if services.store is not None else None
+                caption = build_caption_tab(services, on_send_to_review=send, on_flag=flag)
             tabs, page_js = _optional_tabs(services)
             for tab in tabs.values():  # shown by the load event to the roles that may use them
                 tab.interactive = tab.visible = services.local
@@ -118,34 +119,58 @@ def _show_tabs_by_role(demo: gr.Blocks, services: Services, tabs: dict, who: gr.
     demo.load(on_load, None, [who, send_btn, *[tabs[n] for n in names]], api_visibility="private")
 
 
+def _queue_photo(services: Services, identity, session: dict, caption: str, consent: bool, licence: str) -> None:
+    """Queue the session's photo with its first turn's answer as the model draft."""
+    from annotate.drafts import PHOTO_LICENCES, enqueue_caption
+
+    if not consent:
+        raise Mistake("Tick the consent box first: the photo is stored for reviewers and may be used "
+                      "for training, so the person in it must have agreed.")
+    if licence not in PHOTO_LICENCES:
+        raise Mistake(f"Pick the photo's licence ({', '.join(PHOTO_LICENCES)}).")
+    try:
+        caption = services.policy.check_caption(caption)
+        sender = identity.name or identity.who
+        item_id, duplicate = enqueue_caption(services.store, services.slot.get(), session, caption, sender,
+                                             licence=licence, consent=f"confirmed by {sender} at sending")
+    except Exception as exc:
+        raise user_error(exc) from None
+    if duplicate:
+        gr.Info(f"This photo is already in the review queue (item {item_id}).")
+    else:
+        gr.Info(f"Sent to the review queue as item {item_id}.")
+
+
 def _send_to_review_handler(services: Services):
     @warn_on_mistake(0)
     def send_to_review(session: dict, caption: str, consent: bool, licence: str, request: gr.Request,
                        profile: gr.OAuthProfile | None):
-        from annotate.drafts import PHOTO_LICENCES, enqueue_caption
-
         identity = ask(services, "send_to_review", request, profile)
         # A caption typed by hand, with no model draft behind it, cannot be queued either.
         if not session or not session.get("photo") or not session.get("turns") or not (caption or "").strip():
             raise Mistake("Caption a photo first, then send the caption to review.")
-        if not consent:
-            raise Mistake("Tick the consent box first: the photo is stored for reviewers and may be used "
-                          "for training, so the person in it must have agreed.")
-        if licence not in PHOTO_LICENCES:
-            raise Mistake(f"Pick the photo's licence ({', '.join(PHOTO_LICENCES)}).")
-        try:
-            caption = services.policy.check_caption(caption)
-            sender = identity.name or identity.who
-            consent_record = f"confirmed by {sender} at sending"
-            item_id, duplicate = enqueue_caption(services.store, services.slot.get(), session, caption, sender,
-                                                 licence=licence, consent=consent_record)
-        except Exception as exc:
-            if getattr(exc, "user_facing", False):
-                raise gr.Error(str(exc)) from None
-            raise
-        if duplicate:
-            gr.Info(f"This photo is already in the review queue (item {item_id}).")
-        else:
-            gr.Info(f"Sent to the review queue as item {item_id}.")
+        _queue_photo(services, identity, session, caption, consent, licence)
 
     return send_to_review
+
+
+def _flag_handler(services: Services):
+    """Thumbs down on an answer: the answer goes to the review queue as a draft to correct."""
+
+    @warn_on_mistake(0)
+    def on_like(data: gr.LikeData, session: dict, consent: bool, licence: str, request: gr.Request,
+                profile: gr.OAuthProfile | None):
+        if data.liked:
+            gr.Info("Thanks: noted as a good answer.")
+            return
+        identity = ask(services, "send_to_review", request, profile)
+        index = data.index[0] if isinstance(data.index, (list, tuple)) else data.index
+        turns = (session or {}).get("turns") or []
+        if not isinstance(index, int) or not 0 <= index // 2 < len(turns) or turns[index // 2][1] is None:
+            raise Mistake("That answer is no longer in this chat.")
+        question, answer = turns[index // 2]
+        flagged = {**session, "turns": [(question, answer)],
+                   "preset": "custom" if index // 2 else session.get("preset")}
+        _queue_photo(services, identity, flagged, answer, consent, licence)
+
+    return on_like
