@@ -207,7 +207,8 @@ class Policy:
 
     def visible_tabs(self, identity: Identity) -> dict[str, bool]:
         """Which tabs to show this caller (a convenience: the handlers enforce the same rules)."""
-        return {"review": self.allows(identity, "review"), "export": self.allows(identity, "export"),
+        return {"review": self.allows(identity, "review"), "data": self.allows(identity, "review"),
+                "export": self.allows(identity, "export"),
                 "train": self.allows(identity, "train"), "models": self.allows(identity, "use_version"),
                 "audit": self.allows(identity, "audit")}
 

@@ -99,6 +99,9 @@ def _optional_tabs(services: Services) -> tuple[dict, list[str]]:
 
         tabs |= build_train_tabs(services)
     if services.store is not None:
+        from app.data_tab import build_data_tab
+
+        tabs["data"] = build_data_tab(services)
         tabs["audit"] = build_audit_tab(services)
     return tabs, page_js
 

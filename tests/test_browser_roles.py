@@ -8,7 +8,7 @@ from tests.browser import browser_page
 from tests.conftest import running_app
 
 pytestmark = pytest.mark.browser
-ALL_TABS = ["Caption & Chat", "Review", "Export", "Train", "Models", "Audit"]
+ALL_TABS = ["Caption & Chat", "Review", "Export", "Train", "Models", "Data", "Audit"]
 
 
 @pytest.fixture()
@@ -61,7 +61,7 @@ def test_reviewer_sees_review_and_admin_sees_everything(services):
         with browser_page() as page:
             _log_in(page, url, "bob", "bob-pw")
             page.locator("#who-line").get_by_text("Signed in as bob (reviewer)").wait_for(timeout=30_000)
-            assert _tabs(page) == ["Caption & Chat", "Review"]
+            assert _tabs(page) == ["Caption & Chat", "Review", "Data"]
         with browser_page() as page:
             _log_in(page, url, "alice", "alice-pw")
             page.locator("#who-line").get_by_text("Signed in as alice (admin)").wait_for(timeout=30_000)
