@@ -64,8 +64,9 @@ def run(items: int, threads: int, url: str | None = None) -> dict:
         "backend": store.engine.dialect.name, "threads": threads, "items": items, "seconds": round(seconds, 2),
         "reviews_per_s": round(len(saved) / seconds, 1), "double_claims": double,
         "lost_corrections": lost + (items - len(saved)), "approved": counts["approved"],
-        "errors": errors[:5], "targets": {"reviews_per_s": ">= 300", "double_claims": 0, "lost_corrections": 0},
-        "pass": len(saved) / seconds >= 300 and double == 0 and lost == 0 and len(saved) == items and not errors,
+        # The rate targets compare backends (printed after the runs); each run must lose nothing.
+        "errors": errors[:5], "targets": {"double_claims": 0, "lost_corrections": 0},
+        "pass": double == 0 and lost == 0 and len(saved) == items and not errors,
     }
 
 
@@ -99,7 +100,10 @@ def main(argv: list[str] | None = None) -> int:
     for threads in args.threads:
         if ("sqlite", threads) in by and ("postgresql", threads) in by:
             ratio = by[("postgresql", threads)] / by[("sqlite", threads)]
-            print(json.dumps({"threads": threads, "postgresql_vs_sqlite": round(ratio, 2)}))
+            target = ">= 0.5" if threads <= 16 else "> 1"
+            print(json.dumps({"threads": threads, "postgresql_vs_sqlite": round(ratio, 2), "target": target}))
+    if ("sqlite", 16) in by:
+        print(json.dumps({"sqlite_16_threads_reviews_per_s": by[("sqlite", 16)], "target": ">= 1000"}))
     return 0
 
 
