@@ -80,7 +80,8 @@ def _copy_table(reading, writing, src, dst, progress) -> int:
     columns = [c.name for c in src.columns if c.name in dst.columns]
     order = list(src.primary_key.columns) or [src.columns[columns[0]]]
     copied = 0
-    rows = reading.execution_options(yield_per=CHUNK_ROWS).execute(select(*(src.c[c] for c in columns)).order_by(*order))
+    query = select(*(src.c[c] for c in columns)).order_by(*order)
+    rows = reading.execution_options(yield_per=CHUNK_ROWS).execute(query)
     for chunk in rows.mappings().partitions():
         writing.execute(dst.insert(), [dict(row) for row in chunk])
         copied += len(chunk)
@@ -92,8 +93,9 @@ def _copy_table(reading, writing, src, dst, progress) -> int:
 def _advance_sequences(writing, tables: dict) -> None:
     for name, (_, dst) in tables.items():
         if "id" in dst.columns and dst.c.id.autoincrement and list(dst.primary_key.columns) == [dst.c.id]:
-            writing.execute(text(f"SELECT setval(pg_get_serial_sequence('{name}', 'id'), "
-                                 f"COALESCE((SELECT max(id) FROM {name}), 1), (SELECT max(id) FROM {name}) IS NOT NULL)"))
+            top = f"(SELECT max(id) FROM {name})"
+            writing.execute(text(f"SELECT setval(pg_get_serial_sequence('{name}', 'id'), COALESCE({top}, 1), "
+                                 f"{top} IS NOT NULL)"))
 
 
 def _verify(target: Engine, tables: dict, counts: dict[str, int]) -> None:

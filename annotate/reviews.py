@@ -73,8 +73,8 @@ def start(conn: Connection, item, who: str, now: datetime, lease: timedelta):
     taken = sum(1 for _, status, lease in others if status in DECIDED or (status == "in_review" and lease > now))
     if (item["gold_caption"] is None and taken >= item["overlap"]) or any(r == who for r, _, _ in others):
         raise ConflictError(f"item {item['id']} has all its reviewers already")
-    bumped = conn.execute(update(ITEM_TABLE).where(ITEM_TABLE.c.id == item["id"], ITEM_TABLE.c.version == item["version"])
-                          .values(version=item["version"] + 1, updated_at=now))
+    same = (ITEM_TABLE.c.id == item["id"], ITEM_TABLE.c.version == item["version"])
+    bumped = conn.execute(update(ITEM_TABLE).where(*same).values(version=item["version"] + 1, updated_at=now))
     if bumped.rowcount != 1:
         raise ConflictError(f"item {item['id']} was claimed by someone else meanwhile")
     review_id = conn.execute(insert(REVIEWS).values(
@@ -187,7 +187,8 @@ def undo(conn: Connection, item, action, who: str, now: datetime, lease: timedel
 
 
 def reviews_of(conn: Connection, item_id: int) -> tuple[Review, ...]:
-    rows = conn.execute(select(REVIEWS, ITEM_TABLE.c.draft_caption).join(ITEM_TABLE, ITEM_TABLE.c.id == REVIEWS.c.item_id)
+    rows = conn.execute(select(REVIEWS, ITEM_TABLE.c.draft_caption)
+                        .join(ITEM_TABLE, ITEM_TABLE.c.id == REVIEWS.c.item_id)
                         .where(REVIEWS.c.item_id == item_id, REVIEWS.c.status != "archived")
                         .order_by(REVIEWS.c.id)).mappings()
     return tuple(Review(r["reviewer"], r["status"], r["caption"] if r["caption"] is not None else r["draft_caption"],

@@ -24,7 +24,8 @@ def register(actions) -> None:
 
     settle = actions.add_parser("adjudicate", help="set an overlap item's final caption: pick a reviewer's or merge",
                                 description="The final caption of an item reviewed by several reviewers: one "
-                                            "reviewer's (--pick) or a merged one (--caption); recorded with who did it.")
+                                            "reviewer's (--pick) or a merged one (--caption); recorded with who "
+                                            "did it.")
     settle.add_argument("item_id", type=int, metavar="ID")
     choice = settle.add_mutually_exclusive_group(required=True)
     choice.add_argument("--pick", metavar="REVIEWER", help="use this reviewer's caption")

@@ -20,5 +20,8 @@ def caption_confidence(model, output, prompt_length: int, ignore_ids) -> list[tu
     result = []
     for row, mask in zip(logprobs.float(), keep):
         chosen = row[mask]
-        result.append((round(chosen.mean().item(), 4), round(chosen.min().item(), 4)) if chosen.numel() else (None, None))
+        if not chosen.numel():
+            result.append((None, None))
+            continue
+        result.append((round(chosen.mean().item(), 4), round(chosen.min().item(), 4)))
     return result

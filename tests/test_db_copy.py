@@ -43,8 +43,9 @@ def dump(url: str) -> dict:
         meta = MetaData()
         meta.reflect(store.engine)
         with store.engine.connect() as conn:
-            return {name: [dict(row) for row in conn.execute(select(table).order_by(*table.primary_key.columns)).mappings()]
-                    for name, table in meta.tables.items() if name != "alembic_version"}
+            ordered = {name: select(table).order_by(*table.primary_key.columns) for name, table in meta.tables.items()}
+            return {name: [dict(row) for row in conn.execute(query).mappings()]
+                    for name, query in ordered.items() if name != "alembic_version"}
 
 
 def test_copy_to_postgresql_and_back(tmp_path, pg_server):

@@ -65,7 +65,8 @@ def run(items: int, clients: int) -> dict:
             with Store(f"sqlite:///{work / 'q.db'}", work / "qdata") as store:
                 seed_photos(store, items)
                 pushed = push(store, ls_url, creds.token, project="bench")
-                ls_done, ls_errors, ls_seconds = annotate_in_labelstudio(ls_url, creds.token, pushed.project_id, clients)
+                ls_done, ls_errors, ls_seconds = annotate_in_labelstudio(ls_url, creds.token, pushed.project_id,
+                                                                         clients)
                 app_done, app_errors, app_seconds = review_through_api(store, clients)
                 approved = store.counts()["approved"]
         finally:
