@@ -34,6 +34,7 @@ from sqlalchemy.exc import IntegrityError
 
 from annotate import bulk, claims, reviews, views
 from annotate.audit import AuditLog
+from annotate.notes import Notes
 from annotate.blobs import ImageFiles, prepare_image, url_identity
 from annotate.checks import (
     check_caption, check_draft, check_fields, check_name, check_order, check_overlap, check_tags, from_json, jsonable,
@@ -107,6 +108,7 @@ class Store(QueueReads, TeamReview):
         self.gold_rate = gold_rate
         self._random = random.Random(seed)
         self.audit = AuditLog(self.engine, self._durable, clock)  # privileged actions, by the app
+        self.notes = Notes(self.engine, self._durable, clock)  # guidelines and comments
 
     def __repr__(self) -> str:
         return f"Store({make_url(self.url).render_as_string(hide_password=True)!r})"

@@ -88,7 +88,8 @@ def _view(services, item, reviewer: str | None, note: str = "", fetch_note: str 
     store = services.store
     if item is None:
         blank = ("", "", *[""] * len(FIELDS), [], [])  # draft, caption, fields, diff, history
-        return (None, "", *blank, (f"{note} · " if note else "") + "Nothing left to review. 🎉", _counts_md(store, reviewer), dict(EMPTY))
+        return (None, "", *blank, (f"{note} · " if note else "") + "Nothing left to review. 🎉", _counts_md(store, reviewer),
+                dict(EMPTY), [])
     image_path = services.outbox.copy(item.image.path) if item.image.path and Path(item.image.path).exists() else None
     source = "" if image_path else (f"⚠️ No photo to show; source URL: {md(item.image.url)}"
                                     + (f"  \n{md(fetch_note)}" if fetch_note else ""))
@@ -98,7 +99,18 @@ def _view(services, item, reviewer: str | None, note: str = "", fetch_note: str 
     fields = [item.fields.get(f, "") for f in FIELDS]
     return (image_path, source, item.draft.caption, item.caption, *fields,
             word_diff(item.draft.caption, item.caption), history, status,
-            _counts_md(store, reviewer), {"item_id": item.id, "version": item.version})
+            _counts_md(store, reviewer), {"item_id": item.id, "version": item.version}, comment_rows(store, item.id))
+
+
+def comment_rows(store, item_id: int) -> list[list]:
+    return [[c.created_at.strftime("%Y-%m-%d %H:%M"), c.author, c.text] for c in store.notes.comments(item_id)]
+
+
+def guidelines_md(store) -> str:
+    text, by, at = store.notes.guidelines()
+    if not text:
+        return "*No annotation guidelines yet (an admin sets them below).*"
+    return text + f"\n\n<small>Set by {md(by)} on {at:%Y-%m-%d %H:%M} UTC</small>"
 
 
 def claim_next(services, name, request, profile=None):
@@ -273,6 +285,12 @@ def build_review_tab(services) -> tuple[str, dict]:
         with gr.Row():
             claim_btn = gr.Button(_label("Claim next", "claim-btn"), variant="primary", elem_id="claim-btn", scale=3)
             unskip_btn = gr.Button("Return skipped items to the queue", elem_id="unskip-btn", scale=1)
+        with gr.Accordion("Annotation guidelines", open=False):
+            guidelines = gr.Markdown(elem_id="guidelines", sanitize_html=True)
+            with gr.Group(visible=False) as guidelines_editor:  # admins only (and refused to others)
+                guidelines_text = gr.Textbox(label="Edit the guidelines (Markdown)", lines=6,
+                                             elem_id="guidelines-edit", max_length=20_000)
+                guidelines_btn = gr.Button("Save guidelines", size="sm", elem_id="guidelines-save")
         status = gr.Markdown(elem_id="item-status")
         with gr.Row():
             with gr.Column(scale=5):
@@ -298,7 +316,14 @@ def build_review_tab(services) -> tuple[str, dict]:
                     undo_btn = gr.Button(_label("Undo", "undo-btn"), elem_id="undo-btn")
         history = gr.Dataframe(headers=["time", "reviewer", "kind", "caption"], label="Revision history",
                                interactive=False, wrap=True, elem_id="history")
-    view = [photo, source, draft, caption, face, body, act, background, diff, history, status, counts, state]
+        with gr.Row():
+            comments = gr.Dataframe(headers=["time (UTC)", "who", "comment"], label="Comments", interactive=False,
+                                    wrap=True, elem_id="comments", scale=3)
+            with gr.Column(scale=2):
+                comment = gr.Textbox(label="Comment on this item", lines=2, elem_id="comment-in", max_length=2_000)
+                comment_btn = gr.Button("Add comment", size="sm", elem_id="comment-add")
+    view = [photo, source, draft, caption, face, body, act, background, diff, history, status, counts, state,
+            comments]
     inputs = [state, name, caption, face, body, act, background, reason]
 
     # Closures, not functools.partial: Gradio finds gr.Request / gr.OAuthProfile by type hint.
@@ -321,16 +346,46 @@ def build_review_tab(services) -> tuple[str, dict]:
     def on_open(name: str, request: gr.Request, profile: gr.OAuthProfile | None):  # counts before the first claim
         identity = services.policy.identify(request, profile)
         if not services.policy.allows(identity, "review"):
-            return ""
+            return "", "", gr.Group(visible=False), gr.skip()
         signed = (name or "").strip() if local else identity.name
-        return _counts_md(store, signed or None)
+        admin = services.policy.allows(identity, "settings")
+        return (_counts_md(store, signed or None), guidelines_md(store), gr.Group(visible=admin),
+                store.notes.guidelines()[0] if admin else gr.skip())
+
+    @warn_on_mistake(2)
+    def on_save_guidelines(text: str, request: gr.Request, profile: gr.OAuthProfile | None):
+        identity = ask(services, "settings", request, profile, target="guidelines")
+        try:
+            store.notes.set_guidelines(text, identity.name)
+        except Exception as exc:
+            raise user_error(exc) from None
+        audit(services, identity, "settings", "guidelines", f"{len(text or '')} characters")
+        gr.Info("Guidelines saved: reviewers see them beside every item.")
+        return guidelines_md(store), text
+
+    @warn_on_mistake(2)
+    def on_comment(state: dict, name: str, text: str, request: gr.Request, profile: gr.OAuthProfile | None):
+        author = _reviewer(services, name, request, profile).name
+        if not state or state.get("item_id") is None:
+            raise Mistake("Claim an item first, then comment on it.")
+        try:
+            store.notes.add_comment(state["item_id"], author, services.policy.check_text(text, "comment"))
+        except Exception as exc:
+            if getattr(exc, "user_facing", False):
+                raise Mistake(str(exc)[:1].upper() + str(exc)[1:]) from None
+            raise
+        return comment_rows(store, state["item_id"]), ""
 
     @warn_on_mistake(1)
     def on_return_skipped(name: str, request: gr.Request, profile: gr.OAuthProfile | None):
         return return_skipped(services, name, request, profile)
 
     ui = {"api_visibility": "undocumented"}  # the documented API is app/api.py
-    review_tab.select(on_open, [name], [counts], api_visibility="private")
+    review_tab.select(on_open, [name], [counts, guidelines, guidelines_editor, guidelines_text],
+                      api_visibility="private")
+    guidelines_btn.click(on_save_guidelines, [guidelines_text], [guidelines, guidelines_text],
+                         api_name="ui_guidelines", **ui)
+    comment_btn.click(on_comment, [state, name, comment], [comments, comment], api_name="ui_comment", **ui)
     unskip_btn.click(on_return_skipped, [name], [counts], api_name="ui_return_skipped", **ui)
     claim_btn.click(on_claim, [name], view, api_name="ui_claim_next", **ui)
     for button, action in ((approve_btn, "approve"), (reject_btn, "reject"), (skip_btn, "skip")):
