@@ -210,22 +210,25 @@ class VLM:
         import torch
 
         inputs = self._inputs(images, [self.prompt_text(t) for t in conversations])
-        extra = {"output_scores": True, "return_dict_in_generate": True} if scores else {}
+        extra, recorder = {}, None
+        if scores:
+            from transformers import LogitsProcessorList
+
+            from model.confidence import ConfidenceRecorder
+
+            ignore = {*self.stop_ids, self.processor.tokenizer.pad_token_id} - {None}
+            recorder = ConfidenceRecorder(inputs["input_ids"].shape[1], ignore)
+            extra = {"logits_processor": LogitsProcessorList([recorder])}
         try:
             with self._lock, torch.inference_mode():
                 out = self.model.generate(**inputs, **self._gen_kwargs(settings), **extra)
         except Exception as exc:
             raise _generation_error(exc) from exc
-        sequences = out.sequences if scores else out
-        new_tokens = sequences[:, inputs["input_ids"].shape[1]:]  # (batch, new) after the left-padded prompt
+        new_tokens = out[:, inputs["input_ids"].shape[1]:]  # (batch, new) after the left-padded prompt
         texts = [t.strip() for t in self.processor.tokenizer.batch_decode(new_tokens, skip_special_tokens=True)]
-        if not scores:
+        if recorder is None:
             return texts
-        from model.confidence import caption_confidence
-
-        ignore = {*self.stop_ids, self.processor.tokenizer.pad_token_id} - {None}
-        confidence = caption_confidence(self.model, out, inputs["input_ids"].shape[1], ignore)
-        return [(text, mean, low) for text, (mean, low) in zip(texts, confidence)]
+        return [(text, mean, low) for text, (mean, low) in zip(texts, recorder.confidence(out))]
 
     def release(self) -> None:
         """Free the weights (before another version takes this one's place)."""

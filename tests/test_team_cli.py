@@ -53,6 +53,25 @@ def test_import_overlap_and_gold_then_stats_and_export(tmp_path):
     assert refused.returncode == 2 and "overlap" in refused.stderr
 
 
+def reference_confidence(vlm, paths, settings):
+    """The same figures from transformers' own `compute_transition_scores` over `output_scores`."""
+    import torch
+
+    from model.images import load_image
+
+    inputs = vlm._inputs([load_image(p.read_bytes()) for p in paths], [vlm.prompt_text([(PRESETS["brief"], None)])] * 2)
+    with torch.inference_mode():
+        out = vlm.model.generate(**inputs, **vlm._gen_kwargs(settings), output_scores=True, return_dict_in_generate=True)
+    logprobs = vlm.model.compute_transition_scores(out.sequences, out.scores, normalize_logits=True)
+    tokens = out.sequences[:, inputs["input_ids"].shape[1]:]
+    ignore = torch.tensor(sorted({*vlm.stop_ids, vlm.processor.tokenizer.pad_token_id} - {None}))
+    result = []
+    for row, ids in zip(logprobs.float(), tokens):
+        kept = row[~torch.isin(ids, ignore)]
+        result.append((round(kept.mean().item(), 4), round(kept.min().item(), 4)))
+    return result
+
+
 def test_queue_add_records_the_models_confidence(tmp_path, demo_vlm):
     settings = GenerationSettings(max_new_tokens=8)
     images = [ASTRONAUT, REPO / "static" / "examples" / "camera.png"]
@@ -63,6 +82,7 @@ def test_queue_add_records_the_models_confidence(tmp_path, demo_vlm):
     assert [text for text, _, _ in scored] == plain  # the same greedy captions, no second pass
     for _, mean, low in scored:
         assert low <= mean <= 0
+    assert [(mean, low) for _, mean, low in scored] == reference_confidence(demo_vlm, images, settings)
     folder = tmp_path / "photos"
     folder.mkdir()
     for path in images:
