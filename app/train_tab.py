@@ -246,7 +246,7 @@ def versions_frame(services) -> pd.DataFrame:
     rows = []
     for v in list_versions(services.jobs.config.models_dir):
         before, after = v.evaluation("before"), v.evaluation("after")
-        f1 = lambda run: _round(run["metrics"]["token_f1"]) if run else None  # noqa: E731
+        f1 = lambda run: _round(run["metrics"]["token_f1"]) if run else "not evaluated"  # noqa: E731
         rows.append({"version": v.version, "base": v.base, "method": v.method + (" (merged)" if v.merged else ""),
                      "data": f"{v.data.get('train_items', '?')} train / {v.data.get('heldout_items', '?')} held-out",
                      "token F1 before": f1(before), "token F1 after": f1(after),

@@ -163,7 +163,7 @@ class JobRunner:
             self.jobs.finish(job_id, "cancelled", returncode=returncode, error="cancelled")
         elif version is not None:
             scores = {k: (version.evaluation(k) or {}).get("metrics") for k in ("before", "after")}
-            error = status.get("error") if returncode not in (0, None) else None
+            error = status.get("error") if returncode not in (0, None) else status.get("note")
             self.jobs.finish(job_id, "finished", returncode=returncode, version=version.version,
                              metrics=version.metrics, evaluation=scores, error=error)
         elif returncode is None and status.get("phase") != "failed":

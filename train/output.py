@@ -170,11 +170,24 @@ def _library_versions() -> dict:
     return out
 
 
-def evaluate_before_after(options, meta: dict, out: Path) -> None:
-    """Held-out scores of the base and of the new version, both saved in OUT/eval.json."""
+NOT_EVALUATED = "not evaluated: the export's held-out (test) split is empty; the version is usable"
+
+
+def evaluate_before_after(options, meta: dict, out: Path) -> str | None:
+    """Held-out scores of the base and of the new version, both saved in OUT/eval.json.
+
+    Returns a note when there was nothing to evaluate on (an export too small for a held-out
+    item): training succeeded, so the version stands, marked as not evaluated."""
     from model.loader import LoadConfig, load_model
-    from train.evaluate import EVAL_FILE, evaluate, save_result
+    from train.errors import DataError
+    from train.evaluate import EVAL_FILE, eval_examples, evaluate, save_result
     from train.options import EvalOptions
+
+    try:
+        eval_examples(EvalOptions(data=options.data))
+    except DataError:
+        log.warning(NOT_EVALUATED)
+        return NOT_EVALUATED
 
     quant = "4bit" if options.method == "qlora" else "none"
     before = LoadConfig(model=options.base, quant=quant, cache_dir=options.cache_dir, dtype=options.dtype)
@@ -189,3 +202,4 @@ def evaluate_before_after(options, meta: dict, out: Path) -> None:
         vlm.release()
     config = json.loads((out / STATE_DIR / "training_config.json").read_text())
     card.write_model_card(out, json.loads((out / VERSION_FILE).read_text()), config, runs)
+    return None

@@ -86,7 +86,9 @@ def _train(options: TrainOptions, out: Path, state, status: StatusWriter) -> Non
         del trainer, model
         vlm.release()
         status.update(phase="evaluating")
-        evaluate_before_after(options, meta, out)
+        note = evaluate_before_after(options, meta, out)
+        if note:
+            status.update(note=note)  # the job shows it; the Models tab says "not evaluated"
 
 
 def load_base(options: TrainOptions, device: str):
