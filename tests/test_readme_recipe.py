@@ -61,3 +61,12 @@ def test_an_empty_held_out_split_skips_evaluation_with_a_note(four_items):
     status = json.loads(next((cwd / "v").rglob("status.json")).read_text())
     assert status["phase"] != "failed" and "not evaluated" in status["note"]
     assert read_version(cwd / "v") is not None  # the version is there and loads
+
+
+def test_eval_of_the_demo_base_saves_next_to_the_export_not_in_the_model_cache(four_items):
+    cwd, env = four_items
+    assert _run(["export", "--format", "llava", "--out", "e"], cwd, env).returncode == 0
+    done = _run(["eval", "--model", "demo", "--data", "e"], cwd, env)
+    assert done.returncode == 0, done.stderr[-2000:]
+    saved = (cwd / json.loads(done.stdout.strip().splitlines()[-1])["saved_to"]).resolve()
+    assert saved.parent == (cwd / "e").resolve() and saved.is_file()

@@ -91,6 +91,6 @@ def run_eval(args) -> int:
     config = config_from_args(args)
     vlm = load_model(config)
     result = evaluate(vlm, options)
-    path = save_result(result, options.save or default_save_path(vlm, options.data, config.cache_dir))
+    path = save_result(result, options.save or default_save_path(vlm, options.data))
     print(json.dumps(result | {"saved_to": str(path)}, ensure_ascii=False))
     return 0

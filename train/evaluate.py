@@ -63,17 +63,14 @@ def evaluate(vlm, options: EvalOptions, progress=None) -> dict:
     }
 
 
-def default_save_path(vlm, data_dir: str, cache_dir: str | None = None) -> Path:
-    """Next to the model: its adapter folder, its own folder, else the export folder."""
+def default_save_path(vlm, data_dir: str) -> Path:
+    """Next to a trained model (its adapter folder, or a local model folder the user gave);
+    else in the export folder. Never inside a cache (the demo model's, the hub's)."""
     if vlm.info.adapter:
         return Path(vlm.info.adapter) / EVAL_FILE
     folder = Path(vlm.info.name)
-    if folder.is_dir():
+    if folder.is_dir() and not vlm.info.is_demo:
         return folder / EVAL_FILE
-    if vlm.info.is_demo:
-        from model.demo import demo_model_dir
-
-        return demo_model_dir(Path(cache_dir) if cache_dir else None) / EVAL_FILE
     slug = re.sub(r"[^A-Za-z0-9_.-]+", "_", vlm.info.version)
     return Path(data_dir) / f"eval-{slug}.json"
 
