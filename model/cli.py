@@ -88,24 +88,26 @@ def run_caption(args) -> int:
     failed = 0
     bar = tqdm(total=len(paths), unit="img", disable=len(paths) < PROGRESS_FROM, file=sys.stderr)
     for start in range(0, len(paths), args.batch_size):
-        chunk, images = [], []
-        for path in paths[start:start + args.batch_size]:
+        batch = paths[start:start + args.batch_size]
+        records: list[dict | None] = [None] * len(batch)  # emitted in input order, errors included
+        images, slots = [], []
+        for i, path in enumerate(batch):
             try:
                 images.append(load_image(path))
-                chunk.append(path)
+                slots.append(i)
             except (ImageError, OSError) as exc:
                 failed += 1
-                _emit(args, {"path": str(path), "error": _reason(exc), "model": vlm.info.name, "preset": preset})
-                bar.update(1)
-        if not images:
-            continue
-        began = time.perf_counter()
-        captions = vlm.caption_batch(images, prompt, settings)
-        each = (time.perf_counter() - began) / len(images)
-        for path, caption in zip(chunk, captions):
-            _emit(args, {"path": str(path), "caption": caption, "model": vlm.info.name,
-                         "preset": preset, "seconds": round(each, 3)})
-        bar.update(len(images))
+                records[i] = {"path": str(path), "error": _reason(exc), "model": vlm.info.name, "preset": preset}
+        if images:
+            began = time.perf_counter()
+            captions = vlm.caption_batch(images, prompt, settings)
+            each = (time.perf_counter() - began) / len(images)
+            for i, caption in zip(slots, captions):
+                records[i] = {"path": str(batch[i]), "caption": caption, "model": vlm.info.name,
+                              "preset": preset, "seconds": round(each, 3)}
+        for record in records:
+            _emit(args, record)
+        bar.update(len(batch))
     bar.close()
     return 1 if failed else 0
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import codecs
 import contextlib
 import io
+import warnings
 import os
 from dataclasses import dataclass
 from typing import BinaryIO, Iterator, Union
@@ -170,6 +171,13 @@ def _decoding(name: str, limits: ImageLimits) -> Iterator[None]:
         ) from exc
     except Exception as exc:  # plugins raise OSError, SyntaxError, struct.error, IndexError...
         raise ImageError(f"{name} is truncated or corrupt") from exc
+
+
+# Pillow warns (DecompressionBombWarning) when a header claims more than MAX_IMAGE_PIXELS; the
+# gate refuses such images itself with a clear message (below), so the warning would only leak
+# into logs and the CLI's output. One filter, set once for the process (per-call
+# `catch_warnings` is not thread-safe).
+warnings.filterwarnings("ignore", category=Image.DecompressionBombWarning)
 
 
 def _pixel_limit(limits: ImageLimits) -> int:

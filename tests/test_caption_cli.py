@@ -36,8 +36,10 @@ def test_bad_files_get_error_lines_and_exit_1(tmp_path):
     result = run_app("caption", str(bad), str(ASTRONAUT), str(empty), str(tmp_path / "missing.png"),
                      "--json", "--max-new-tokens", "8")
     assert result.returncode == 1
-    records = {os.path.basename(r["path"]): r for r in map(json.loads, result.stdout.splitlines())}
-    assert set(records) == {"holiday.jpg", "astronaut.png", "empty.png", "missing.png"}
+    lines = [json.loads(line) for line in result.stdout.splitlines()]
+    # One line per input, in the order given, failures included.
+    assert [os.path.basename(r["path"]) for r in lines] == ["holiday.jpg", "astronaut.png", "empty.png", "missing.png"]
+    records = {os.path.basename(r["path"]): r for r in lines}
     assert "caption" in records["astronaut.png"] and "error" not in records["astronaut.png"]
     assert "not an image" in records["holiday.jpg"]["error"]
     assert "empty" in records["empty.png"]["error"]
@@ -88,3 +90,13 @@ def test_a_busy_port_is_one_clear_line():
     last = result.stderr.strip().splitlines()[-1]
     assert last.startswith(f"error: cannot serve on 127.0.0.1:{port}") and "--port" in last
     assert "Traceback" not in result.stderr
+
+
+def test_a_decompression_bomb_is_one_error_line_and_no_pillow_warning(tmp_path):
+    from PIL import Image
+
+    Image.new("1", (10_000, 10_000)).save(tmp_path / "huge.png")  # 100 megapixels in a few KB
+    result = run_app("caption", str(tmp_path / "huge.png"), "--json", "--max-new-tokens", "8")
+    assert result.returncode == 1
+    assert "pixel limit" in json.loads(result.stdout.splitlines()[0])["error"]
+    assert "DecompressionBombWarning" not in result.stderr
