@@ -9,7 +9,8 @@
 The same Store runs on SQLite (the default) and on PostgreSQL (`postgresql+psycopg://...`),
 where claims pass each other with FOR UPDATE SKIP LOCKED. Items queued with `overlap` N are
 reviewed independently by N reviewers and gold items score reviewers (annotate/reviews.py);
-agreement, adjudication and tag counts are in annotate/team.py, the reads in annotate/reading.py.
+agreement, adjudication and tag counts are in annotate/team.py, enqueueing in annotate/intake.py,
+the reads in annotate/reading.py.
 Every write is one transaction (BEGIN IMMEDIATE on SQLite) and appends to the action log, so
 a reviewer's last action can be undone. Stale writes raise `ConflictError` instead of
 overwriting someone else's work. Images are identified by content hash: queuing the same photo
@@ -23,34 +24,32 @@ from __future__ import annotations
 import json
 import random
 from collections.abc import Sequence
-from dataclasses import replace
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 from rapidfuzz.distance import Levenshtein
 from sqlalchemy import Connection, bindparam, insert, select, update
 from sqlalchemy.engine import make_url
-from sqlalchemy.exc import IntegrityError
 
-from annotate import bulk, claims, reviews, views
+from annotate import claims, reviews, views
 from annotate.audit import AuditLog
 from annotate.notes import Notes
-from annotate.blobs import ImageFiles, prepare_image, url_identity
+from annotate.blobs import ImageFiles, prepare_image
 from annotate.checks import (
-    check_caption, check_draft, check_fields, check_name, check_order, check_overlap, check_tags, from_json, jsonable,
+    check_caption, check_fields, check_name, check_order, check_tags, from_json, jsonable,
 )
 from annotate.db import open_database, resolve_data_dir, resolve_url, write_engine
 from annotate.errors import (
     ClaimedByOther,
     ConflictError,
-    DuplicateImage,
     InvalidInput,
     InvalidTransition,
     ItemNotFound,
     NothingToUndo,
 )
+from annotate.intake import QueueIntake
 from annotate.reading import QueueReads
-from annotate.records import BulkResult, Draft, Item, NewItem
+from annotate.records import Item
 from annotate.team import TeamReview
 from annotate.views import ACTIONS, IMAGES, ITEMS, REVISIONS
 
@@ -84,7 +83,7 @@ def edit_rate(draft: str, final: str) -> float:
     return float(Levenshtein.normalized_distance(draft, final))
 
 
-class Store(QueueReads, TeamReview):
+class Store(QueueIntake, QueueReads, TeamReview):
     """The review queue on one database. Thread-safe: share one Store between threads."""
 
     _edit_rate = staticmethod(edit_rate)
@@ -121,68 +120,6 @@ class Store(QueueReads, TeamReview):
 
     def __exit__(self, *exc) -> None:
         self.close()
-
-    # ---- getting items in -------------------------------------------------------------
-
-    def enqueue(self, image, draft: Draft, source_url: str | None = None,
-                licence: str | None = None, consent: str | None = None, overlap: int = 1) -> int:
-        """Queue a photo (PIL image, bytes or path) with its model draft; returns the item id."""
-        check_draft(draft)
-        check_overlap(overlap)
-        prepared = prepare_image(image)
-        self._raise_if_queued(prepared.sha256)
-        path = self.files.store(prepared)
-        row = NewItem(prepared.sha256, "content", draft, url=source_url, path=path,
-                      width=prepared.width, height=prepared.height, licence=licence, consent=consent,
-                      overlap=overlap)
-        return self._insert_one(row)
-
-    def enqueue_url(self, url: str, draft: Draft, licence: str | None = None,
-                    consent: str | None = None, overlap: int = 1) -> int:
-        """Queue an image known only by its URL (nothing is downloaded)."""
-        check_draft(draft)
-        check_overlap(overlap)
-        if not url.lower().startswith(("http://", "https://")):
-            raise InvalidInput(f"not an http(s) image URL: {url[:200]!r}")
-        sha = url_identity(url)
-        self._raise_if_queued(sha)
-        return self._insert_one(NewItem(sha, "url", draft, url=url, licence=licence, consent=consent,
-                                        overlap=overlap))
-
-    def enqueue_many(self, rows: Sequence[NewItem], overlap: int | None = None, gold: bool = False) -> BulkResult:
-        """Queue many already-hashed rows in one transaction; duplicates are counted, not raised.
-
-        overlap: independent reviews per item (overrides the rows'); gold: the rows' captions are
-        reference captions (gold items: mixed into claims at `gold_rate`, scored, never exported).
-        """
-        if overlap is not None:
-            rows = [replace(row, overlap=check_overlap(overlap)) for row in rows]
-        if gold:
-            rows = [replace(row, gold_caption=row.draft.caption) for row in rows]
-        with self._durable.begin() as conn:
-            return bulk.insert_items(conn, rows, self._clock())
-
-    def item_for_image(self, sha256: str) -> int | None:
-        """The item holding this image hash (content or URL identity), if any."""
-        query = select(ITEMS.c.id).join(IMAGES, ITEMS.c.image_id == IMAGES.c.id).where(IMAGES.c.sha256 == sha256)
-        with self.engine.connect() as conn:
-            return conn.scalar(query)
-
-    def _raise_if_queued(self, sha256: str) -> None:
-        existing = self.item_for_image(sha256)
-        if existing is not None:
-            raise DuplicateImage(sha256, existing)
-
-    def _insert_one(self, row: NewItem) -> int:
-        try:
-            with self._durable.begin() as conn:
-                result = bulk.insert_items(conn, [row], self._clock(), return_ids=True)
-        except IntegrityError:  # a concurrent enqueue of the same image won the race
-            self._raise_if_queued(row.sha256)
-            raise
-        if not result.item_ids:
-            self._raise_if_queued(row.sha256)
-        return result.item_ids[0]
 
     # ---- reviewing ---------------------------------------------------------------------
 
