@@ -19,7 +19,8 @@ from gradio.data_classes import FileData
 from app.caption_tab import GPU, caption_photo, chat as chat_turn, new_session
 from app.guard import ask, audit, uploaded_path, user_error
 from app.review_tab import NO_PHOTO, run_export
-from app.train_tab import cancel_job, start_job, use_in_demo, version_by_name
+from app.models_tab import use_in_demo, version_by_name
+from app.train_tab import cancel_job, start_job
 
 # Same queue and concurrency group as the UI's model events: one model, shared fairly.
 _GPU = {"concurrency_id": GPU, "concurrency_limit": 1}
