@@ -141,7 +141,7 @@ def _review_endpoints(services):
         version: the item version you read (refuses a stale save); default the current one."""
         identity = ask(services, "review", request, profile, target=f"item {item_id}")
         caption = _check(policy.check_caption, caption)
-        item = _run(None, identity, store.get_item, int(item_id))
+        item = _run(None, identity, store.get_item, int(item_id), reviewer=identity.name)  # overlap: own review
         if item.image.path is None:
             raise gr.Error(NO_PHOTO, print_exception=False)
         expected = item.version if version is None else int(version)
@@ -150,7 +150,7 @@ def _review_endpoints(services):
                             expected_version=expected)
         _run(None, identity, store.approve, item.id, identity.name, expected_version=expected)
         audit(services, identity, "approve", f"item {item.id}")
-        return item_dict(services, store.get_item(item.id))
+        return item_dict(services, store.get_item(item.id, reviewer=identity.name))
 
     def review_reject(item_id: int, reason: str, request: gr.Request = None,
                       profile: gr.OAuthProfile | None = None) -> dict:
@@ -161,13 +161,13 @@ def _review_endpoints(services):
             raise gr.Error("Give a reason to reject (e.g. 'not a photo of a person').")
         _run(None, identity, store.reject, int(item_id), identity.name, reason)
         audit(services, identity, "reject", f"item {item_id}", reason)
-        return item_dict(services, store.get_item(int(item_id)))
+        return item_dict(services, store.get_item(int(item_id), reviewer=identity.name))
 
     def review_skip(item_id: int, request: gr.Request = None, profile: gr.OAuthProfile | None = None) -> dict:
         """Skip an item you claimed (it waits until an admin returns skipped items)."""
         identity = ask(services, "review", request, profile)
         _run(None, identity, store.skip, int(item_id), identity.name)
-        return item_dict(services, store.get_item(int(item_id)))
+        return item_dict(services, store.get_item(int(item_id), reviewer=identity.name))
 
     def review_undo(request: gr.Request = None, profile: gr.OAuthProfile | None = None) -> dict:
         """Undo your last review action; returns the item as it is again."""
@@ -191,7 +191,27 @@ def _review_endpoints(services):
         ask(services, "audit", request, profile)
         return [e.as_json() for e in store.audit.entries(limit=max(1, min(int(limit), 1000)))]
 
-    return [review_claim, review_approve, review_reject, review_skip, review_undo, queue_stats, export, audit_log]
+    def disagreements(threshold: float = 0.5, limit: int = 50, request: gr.Request = None,
+                      profile: gr.OAuthProfile | None = None) -> list:
+        """Overlap items whose independent reviews agree (token F1) below the threshold, lowest first,
+        each with every reviewer's caption: what an admin adjudicates."""
+        ask(services, "adjudicate", request, profile)
+        found = _run(None, None, store.disagreements, float(threshold), max(1, min(int(limit), 200)))
+        return [{"id": d.item.id, "agreement": round(d.agreement, 4), "draft": d.item.draft.caption,
+                 "reviews": [{"reviewer": r.reviewer, "status": r.status, "caption": r.caption} for r in d.reviews]}
+                for d in found]
+
+    def adjudicate(item_id: int, pick: str = "", caption: str = "", request: gr.Request = None,
+                   profile: gr.OAuthProfile | None = None) -> dict:
+        """Settle an overlap item: pick one reviewer's caption (their name), or give a merged caption."""
+        identity = ask(services, "adjudicate", request, profile, target=f"item {item_id}")
+        caption = _check(policy.check_caption, caption).strip() or None
+        _run(None, identity, store.adjudicate, int(item_id), identity.name, pick.strip() or None, caption)
+        audit(services, identity, "adjudicate", f"item {item_id}", f"pick {pick}" if pick.strip() else "merged caption")
+        return item_dict(services, store.get_item(int(item_id)))
+
+    return [review_claim, review_approve, review_reject, review_skip, review_undo, queue_stats, export, audit_log,
+            disagreements, adjudicate]
 
 
 # ---- training and versions ----------------------------------------------------------------------

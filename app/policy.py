@@ -47,6 +47,7 @@ ACTIONS: dict[str, Role] = {
     "export": Role.ADMIN, "import": Role.ADMIN, "train": Role.ADMIN, "cancel": Role.ADMIN,
     "versions": Role.ADMIN, "use_version": Role.ADMIN, "compare": Role.ADMIN,
     "reassign": Role.ADMIN, "labelstudio": Role.ADMIN, "settings": Role.ADMIN, "audit": Role.ADMIN,
+    "adjudicate": Role.ADMIN,  # overlap items whose reviewers disagree; gold scores
 }
 
 
@@ -244,6 +245,7 @@ _LABELS = {"send_to_review": "Sending to the review queue", "review": "Reviewing
            "versions": "Listing model versions", "use_version": "Changing the served model",
            "compare": "Comparing versions", "reassign": "Returning items to the queue",
            "labelstudio": "Label Studio sync", "settings": "Changing settings", "audit": "Reading the audit log",
+           "adjudicate": "Adjudicating reviews",
            "caption": "Captioning", "chat": "Chatting"}
 
 

@@ -135,7 +135,7 @@ NO_PHOTO = ("Nobody can see this item's photo (it is known only by its URL and c
 
 def _save_if_changed(store, state, reviewer, caption, fields: dict) -> int:
     """Save the reviewer's edit (if any) with optimistic locking; returns the current version."""
-    item = store.get_item(state["item_id"])
+    item = store.get_item(state["item_id"], reviewer=reviewer)  # overlap items: this reviewer's own review
     changed = caption.strip() != item.caption.strip() or any(
         (fields.get(f) or "") != (item.fields.get(f) or "") for f in FIELDS)
     if not changed:
@@ -177,7 +177,8 @@ def decide(services, action, state, name, caption, face, body, act, background, 
     except Exception as exc:
         if getattr(exc, "user_facing", False):
             gr.Warning(str(exc))
-            return _keep_typed(_view(services, store.get_item(item_id), reviewer, note="reloaded: see the warning"),
+            return _keep_typed(_view(services, store.get_item(item_id, reviewer=reviewer), reviewer,
+                                     note="reloaded: see the warning"),
                                caption, [face, body, act, background])
         raise
 
@@ -205,7 +206,7 @@ def undo(services, state, name, request, profile=None):
         raise _user_error(exc) from None
     shown = (state or {}).get("item_id")
     if shown is not None and shown != item.id:
-        current = store.get_item(shown)
+        current = store.get_item(shown, reviewer=reviewer)
         if current.status == "in_review" and current.claimed_by == reviewer:
             store.release(shown, reviewer, undoable=False)  # the next Undo walks further back
     return _view(services, item, reviewer, note=f"undone: your last action on item {item.id}")

@@ -205,3 +205,44 @@ def test_on_zerogpu_training_is_refused_with_the_commands_to_run_elsewhere(servi
     assert runner.list(limit=10) == []
     notes = [c["props"].get("value") for c in page["components"] if c["props"].get("elem_id") == "train-zerogpu"]
     assert notes and "python app.py train --data" in notes[0]
+
+
+def test_an_overlap_item_is_approved_through_the_api_by_two_reviewers(tmp_path):
+    from annotate.records import Draft
+    from annotate.store import Store
+
+    with Store(f"sqlite:///{tmp_path / 'q.db'}", tmp_path / "data") as store:
+        store.enqueue(ASTRONAUT, Draft("demo", "v1", caption="A woman."), overlap=2)
+        with running_app(store=store, auth=USERS, access=_public()) as url:
+            for user, caption in (("bob", "A woman in an orange suit."), ("carol", "A smiling woman in orange.")):
+                client = Client(url, auth=(user, f"{user}-pw"), verbose=False)
+                item = client.predict(api_name="/review_claim")
+                done = client.predict(item_id=item["id"], caption=caption, api_name="/review_approve")
+                assert done["id"] == item["id"]
+            assert Client(url, auth=("bob", "bob-pw"), verbose=False).predict(api_name="/review_claim") is None
+        final = store.get_item(1)
+        assert final.status == "approved" and {r.reviewer for r in store.reviews(1)} == {"bob", "carol"}
+
+
+def test_admins_adjudicate_disagreements_through_the_api(tmp_path):
+    from annotate.records import Draft
+    from annotate.store import Store
+
+    with Store(f"sqlite:///{tmp_path / 'q.db'}", tmp_path / "data") as store:
+        store.enqueue(ASTRONAUT, Draft("demo", "v1", caption="A woman."), overlap=2)
+        for reviewer, caption in (("bob", "A woman in an orange flight suit."), ("carol", "Two cats on a sofa.")):
+            item = store.claim_next(reviewer)
+            version = store.submit_correction(item.id, reviewer, caption, item.version)
+            store.approve(item.id, reviewer, expected_version=version)
+        with running_app(store=store, auth=USERS, access=_public()) as url:
+            bob = Client(url, auth=("bob", "bob-pw"), verbose=False)
+            with pytest.raises(AppError, match="Adjudicating reviews needs the admin role"):
+                bob.predict(api_name="/disagreements")
+            alice = Client(url, auth=("alice", "alice-pw"), verbose=False)
+            [found] = alice.predict(api_name="/disagreements")
+            assert found["agreement"] < 0.5 and {r["reviewer"] for r in found["reviews"]} == {"bob", "carol"}
+            done = alice.predict(item_id=found["id"], pick="bob", api_name="/adjudicate")
+            assert done["caption"] == "A woman in an orange flight suit." and done["status"] == "approved"
+            assert alice.predict(api_name="/disagreements") == []
+        assert store.get_item(1).final_source == "pick:bob"
+        assert [e.action for e in store.audit.entries() if e.allowed] == ["adjudicate"]
