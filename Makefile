@@ -41,7 +41,8 @@ chromium:
 
 # Debian's PostgreSQL server binaries (initdb, pg_ctl): the queue tests start a throw-away
 # cluster of their own on 127.0.0.1; nothing is configured or started system-wide.
-postgresql:
+# After `chromium`: two apt-get runs at once (make -j) would fight over dpkg's lock.
+postgresql: chromium
 	@command -v initdb >/dev/null || ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || \
 		{ $(SUDO) apt-get update -q && $(SUDO) apt-get install -y -q postgresql; }
 
