@@ -13,7 +13,7 @@ from pathlib import Path
 
 import gradio as gr
 
-from annotate.records import FIELDS
+from annotate.records import FIELDS, TAGS
 from app.guard import Mistake, ask, audit, md, user_error, warn_on_mistake
 from app.policy import Identity
 
@@ -74,6 +74,9 @@ def _counts_md(store, reviewer: str | None) -> str:
     if reviewer:
         mine = store.reviewer_counts(reviewer)
         line += "  \n**You** (" + md(reviewer) + "): " + " · ".join(f"{k.replace('_', ' ')} {_num(v)}" for k, v in mine.items())
+        agreement = store.reviewer_agreement(reviewer)["agreement"]
+        if agreement is not None:  # items reviewed independently by several reviewers
+            line += f" · agreement with the others {_num(agreement)}"
     return line
 
 
@@ -133,7 +136,7 @@ NO_PHOTO = ("Nobody can see this item's photo (it is known only by its URL and c
             "approving it would approve a caption blind. Reject or skip it.")
 
 
-def _save_if_changed(store, state, reviewer, caption, fields: dict) -> int:
+def _save_if_changed(store, state, reviewer, caption, fields: dict, tags=None) -> int:
     """Save the reviewer's edit (if any) with optimistic locking; returns the current version."""
     item = store.get_item(state["item_id"], reviewer=reviewer)  # overlap items: this reviewer's own review
     changed = caption.strip() != item.caption.strip() or any(
@@ -141,10 +144,11 @@ def _save_if_changed(store, state, reviewer, caption, fields: dict) -> int:
     if not changed:
         return state["version"]
     return store.submit_correction(item.id, reviewer, caption, expected_version=state["version"],
-                                   fields={k: v for k, v in fields.items() if v and v.strip()})
+                                   fields={k: v for k, v in fields.items() if v and v.strip()}, tags=tags or None)
 
 
-def decide(services, action, state, name, caption, face, body, act, background, reason, request, profile=None):
+def decide(services, action, state, name, caption, face, body, act, background, reason, request, profile=None,
+           tags=None):
     """Approve (saving the edit first), reject with a reason, or skip; then claim the next item."""
     store = services.store
     identity = _reviewer(services, name, request, profile)
@@ -159,8 +163,9 @@ def decide(services, action, state, name, caption, face, body, act, background, 
             fields = dict(zip(FIELDS, (face, body, act, background)))
             for text in (caption, *fields.values()):
                 services.policy.check_caption(text)
-            version = _save_if_changed(store, state, reviewer, caption, fields)
-            store.approve(item_id, reviewer, expected_version=version)
+            tags = [t for t in (tags or []) if t in TAGS]
+            version = _save_if_changed(store, state, reviewer, caption, fields, tags)
+            store.approve(item_id, reviewer, expected_version=version, tags=tags or None)
         elif action == "reject":
             if not (reason or "").strip():
                 raise Mistake("Give a reason to reject (e.g. 'not a photo of a person').")
@@ -309,6 +314,8 @@ def build_review_tab(services) -> tuple[str, dict]:
                     body = gr.Textbox(label="Body & clothing", lines=2)
                     act = gr.Textbox(label="Action", lines=2)
                     background = gr.Textbox(label="Background", lines=2)
+                tags = gr.CheckboxGroup([(t.replace("_", " "), t) for t in TAGS], label="What did you fix?",
+                                        elem_id="fix-tags")
                 reason = gr.Textbox(label="Reason (to reject)", placeholder="e.g. not a photo of a person")
                 with gr.Row():
                     approve_btn = gr.Button(_label("Approve", "approve-btn"), variant="primary", elem_id="approve-btn")
@@ -325,7 +332,7 @@ def build_review_tab(services) -> tuple[str, dict]:
                 comment_btn = gr.Button("Add comment", size="sm", elem_id="comment-add")
     view = [photo, source, draft, caption, face, body, act, background, diff, history, status, counts, state,
             comments]
-    inputs = [state, name, caption, face, body, act, background, reason]
+    inputs = [state, name, caption, face, body, act, background, reason, tags]
 
     # Closures, not functools.partial: Gradio finds gr.Request / gr.OAuthProfile by type hint.
     @warn_on_mistake(len(view))
@@ -335,9 +342,9 @@ def build_review_tab(services) -> tuple[str, dict]:
     def on_decide(action: str):
         @warn_on_mistake(len(view))
         def handler(state: dict, name: str, caption: str, face: str, body: str, act: str, background: str,
-                    reason: str, request: gr.Request, profile: gr.OAuthProfile | None):
+                    reason: str, tags: list, request: gr.Request, profile: gr.OAuthProfile | None):
             return decide(services, action, state, name, caption, face, body, act, background, reason,
-                          request, profile)
+                          request, profile, tags)
         return handler
 
     @warn_on_mistake(len(view))

@@ -57,5 +57,5 @@ def test_private_addresses_are_refused_by_default_and_the_review_tab_says_why(st
         view = c.predict("rita", api_name="/ui_claim_next")
         photo, source, status = view[0], view[1], view[10]
         assert photo is None and "non\\-public address" in source and "Item **1**" in status
-        c.predict("rita", "A woman.", "", "", "", "", "", api_name="/ui_approve")  # refused: a warning
+        c.predict("rita", "A woman.", "", "", "", "", "", [], api_name="/ui_approve")  # refused: a warning
         assert store.get_item(1).status == "in_review" and store.get_item(1).image.path is None

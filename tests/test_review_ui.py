@@ -40,11 +40,12 @@ def test_claim_edit_approve_then_next(served):
     assert first["photo"] and "status **in_review**" in first["status"]
     corrected = "A smiling woman in an orange flight suit stands in front of an American flag."
     nxt = fields(alice.predict("alice", corrected, "smiling", "orange flight suit", "", "flag", "",
-                               api_name="/ui_approve"))
+                               ["missing_detail", "wrong_attribute"], api_name="/ui_approve"))
     assert "approved" in nxt["status"] and nxt["draft"].startswith("A red square")
     item = store.get_item(1)
     assert item.status == "approved" and item.caption == corrected and item.decided_by == "alice"
     assert item.fields == {"face": "smiling", "body": "orange flight suit", "background": "flag"}
+    assert set(item.tags) == {"missing_detail", "wrong_attribute"}  # what the reviewer said they fixed
     assert 0 < item.edit_rate < 1
     assert [r.reviewer for r in item.history] == ["alice"]
     assert store.reviewer_counts("alice")["approved"] == 1
@@ -55,9 +56,9 @@ def test_reject_needs_a_reason_and_undo_restores(served):
     bob = Client(url, verbose=False)
     bob.predict("bob", api_name="/ui_claim_next")
     # A user mistake is a warning (nothing painted red); the item is untouched and still held.
-    bob.predict("bob", "x", "", "", "", "", "", api_name="/ui_reject")
+    bob.predict("bob", "x", "", "", "", "", "", [], api_name="/ui_reject")
     assert store.get_item(1).status == "in_review" and store.get_item(1).claimed_by == "bob"
-    bob.predict("bob", "x", "", "", "", "", "not a photo of a person", api_name="/ui_reject")
+    bob.predict("bob", "x", "", "", "", "", "not a photo of a person", [], api_name="/ui_reject")
     rejected = store.get_item(1)
     assert rejected.status == "rejected" and rejected.reject_reason == "not a photo of a person"
     undone = fields(bob.predict("bob", api_name="/ui_undo"))
@@ -71,8 +72,8 @@ def test_undo_walks_back_one_decision_at_a_time_then_says_there_is_nothing_left(
     store, url = served
     dana = Client(url, verbose=False)
     first = fields(dana.predict("dana", api_name="/ui_claim_next"))  # item 1
-    second = fields(dana.predict("dana", first["draft"], "", "", "", "", "", api_name="/ui_approve"))  # item 2
-    dana.predict("dana", second["draft"], "", "", "", "", "", api_name="/ui_approve")  # shows item 3
+    second = fields(dana.predict("dana", first["draft"], "", "", "", "", "", [], api_name="/ui_approve"))  # item 2
+    dana.predict("dana", second["draft"], "", "", "", "", "", [], api_name="/ui_approve")  # shows item 3
     assert "Item **2**" in fields(dana.predict("dana", api_name="/ui_undo"))["status"]
     assert store.get_item(2).status == "in_review" and store.get_item(3).status == "pending"
     assert "Item **1**" in fields(dana.predict("dana", api_name="/ui_undo"))["status"]
@@ -93,7 +94,7 @@ def test_two_reviewers_never_share_an_item_and_stale_saves_are_refused(served):
     # Someone changes alice's item behind her back (e.g. an admin reassigns it).
     item_id = int(a["status"].split("**")[1])
     store.reassign(item_id)
-    view = fields(alice.predict("alice", "my edit", "", "", "", "", "", api_name="/ui_approve"))
+    view = fields(alice.predict("alice", "my edit", "", "", "", "", "", [], api_name="/ui_approve"))
     assert "reloaded" in view["status"]
     assert store.get_item(item_id).status == "pending"  # nothing overwritten
 
@@ -108,7 +109,7 @@ def test_export_tab_offers_parquet_and_zip(served):
     store, url = served
     c = Client(url, verbose=False)
     c.predict("carol", api_name="/ui_claim_next")
-    c.predict("carol", "A woman in an orange suit.", "", "", "", "", "", api_name="/ui_approve")
+    c.predict("carol", "A woman in an orange suit.", "", "", "", "", "", [], api_name="/ui_approve")
     summary, files = c.predict("humancaptionhq", "approved", False, 0.9, api_name="/ui_export")
     assert "1 train" in summary or "1 held-out" in summary
     paths = [f if isinstance(f, str) else f["path"] for f in files]
@@ -123,7 +124,7 @@ def test_empty_queue_says_so(served):
     c = Client(url, verbose=False)
     for _ in range(3):
         c.predict("erin", api_name="/ui_claim_next")
-        c.predict("erin", "", "", "", "", "", "", api_name="/ui_skip")
+        c.predict("erin", "", "", "", "", "", "", [], api_name="/ui_skip")
     view = fields(c.predict("erin", api_name="/ui_claim_next"))
     assert "Nothing left to review" in view["status"] and view["photo"] is None
     assert store.counts()["skipped"] == 3
@@ -225,7 +226,7 @@ def test_reviewer_is_the_logged_in_user_when_auth_is_on(tmp_path):
     with running_app(store=store, auth=[("frank", "s3cret")]) as url:
         c = Client(url, auth=("frank", "s3cret"), verbose=False)
         c.predict("someone else", api_name="/ui_claim_next")  # the name box is ignored (and hidden)
-        c.predict("someone else", "A woman in an orange suit.", "", "", "", "", "", api_name="/ui_approve")
+        c.predict("someone else", "A woman in an orange suit.", "", "", "", "", "", [], api_name="/ui_approve")
         with pytest.raises(Exception):
             Client(url, auth=("frank", "wrong"), verbose=False)
     item = store.get_item(1)
@@ -250,7 +251,7 @@ def test_a_refused_approve_keeps_what_the_reviewer_typed(served):
     store, url = served
     c = Client(url, verbose=False)
     c.predict("gina", api_name="/ui_claim_next")
-    view = fields(c.predict("gina", "   ", "young", "orange suit", "", "", "", api_name="/ui_approve"))
+    view = fields(c.predict("gina", "   ", "young", "orange suit", "", "", "", [], api_name="/ui_approve"))
     assert "reloaded" in view["status"]
     assert (view["face"], view["body"]) == ("young", "orange suit")  # nothing typed is lost
     assert store.get_item(1).status == "in_review"
