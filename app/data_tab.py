@@ -67,6 +67,9 @@ def build_data_tab(services) -> gr.Tab:
             caption = gr.Textbox(label="Current caption", lines=8, interactive=False, scale=3, elem_id="data-caption")
         history = gr.Dataframe(headers=HISTORY, interactive=False, wrap=True, label="History: claims, edits, decisions",
                                elem_id="data-history")
+        from app.adjudicate_tab import build_adjudication
+
+        adjudication = build_adjudication(services)
 
     def on_search(status: str, reviewer: str, model: str, text: str, order: str, page: float,
                   request: gr.Request, profile: gr.OAuthProfile | None):
@@ -101,6 +104,12 @@ def build_data_tab(services) -> gr.Tab:
     search_btn.click(search, [status, reviewer, model, text, order, page], [table, found], **private)
     text.submit(search, [status, reviewer, model, text, order, page], [table, found], **private)
     tab.select(search, [status, reviewer, model, text, order, page], [table, found], **private)
+
+    def on_open_tab(request: gr.Request, profile: gr.OAuthProfile | None):  # the adjudication box: admins
+        identity = services.policy.identify(request, profile)
+        return gr.Accordion(visible=services.policy.allows(identity, "adjudicate"))
+
+    tab.select(on_open_tab, None, [adjudication], **private)
     table.select(on_select, [table], [item_id], **private).then(
         on_open, [item_id], [photo, header, draft, caption, history], **private)
     open_btn.click(on_open, [item_id], [photo, header, draft, caption, history], **private)

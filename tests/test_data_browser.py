@@ -54,3 +54,30 @@ def test_data_tab_finds_and_opens_a_rejected_item_with_its_history(store):
         page.locator("#data-item").get_by_text("rejected: not a person").wait_for(timeout=30_000)
         history = page.locator("#data-history").inner_text()
         assert "claim" in history and "reject" in history and "rob" in history
+
+
+@pytest.mark.browser
+def test_adjudication_view_keeps_one_correction(tmp_path):
+    from annotate.records import Draft
+    from annotate.store import Store
+
+    with Store(f"sqlite:///{tmp_path / 'a.db'}", tmp_path / "adata") as store:
+        store.enqueue(ASTRONAUT, Draft("demo", "v1", caption="A woman."), overlap=2)
+        for reviewer, caption in (("bob", "A woman in an orange flight suit."), ("carol", "Two cats on a sofa.")):
+            item = store.claim_next(reviewer)
+            version = store.submit_correction(item.id, reviewer, caption, item.version)
+            store.approve(item.id, reviewer, expected_version=version)
+        with running_app(store=store) as url, browser_page() as page:
+            page.goto(url)
+            page.get_by_role("tab", name="Data").click()
+            page.get_by_text("Adjudicate disagreements (admins)").click()
+            page.locator("#adj-list").click()
+            page.wait_for_function("() => document.querySelector('#adj-table').innerText.includes('bob, carol')",
+                                   timeout=30_000)
+            page.locator("#adj-item input").fill("1")
+            page.locator("#adj-item input").press("Enter")
+            page.locator("#adj-diff").get_by_text("cats").first.wait_for(timeout=30_000)
+            page.locator("#adj-keep-a").click()
+            page.locator("#adj-result").get_by_text("Item 1 settled (kept bob)").wait_for(timeout=30_000)
+        assert store.get_item(1).final_source == "pick:bob"
+        assert store.get_item(1).caption == "A woman in an orange flight suit."
