@@ -13,7 +13,7 @@ from gradio_client import Client, handle_file
 from gradio_client.exceptions import AppError
 
 from tests.conftest import ASTRONAUT, running_app
-from tests.train_support import approve_shapes
+from tests.train_support import approve_shapes, disagreeing_reviews
 
 USERS = [("alice", "alice-pw"), ("bob", "bob-pw"), ("carol", "carol-pw")]
 PRIVILEGED = [  # (endpoint, kwargs, role it needs)
@@ -225,15 +225,10 @@ def test_an_overlap_item_is_approved_through_the_api_by_two_reviewers(tmp_path):
 
 
 def test_admins_adjudicate_disagreements_through_the_api(tmp_path):
-    from annotate.records import Draft
     from annotate.store import Store
 
     with Store(f"sqlite:///{tmp_path / 'q.db'}", tmp_path / "data") as store:
-        store.enqueue(ASTRONAUT, Draft("demo", "v1", caption="A woman."), overlap=2)
-        for reviewer, caption in (("bob", "A woman in an orange flight suit."), ("carol", "Two cats on a sofa.")):
-            item = store.claim_next(reviewer)
-            version = store.submit_correction(item.id, reviewer, caption, item.version)
-            store.approve(item.id, reviewer, expected_version=version)
+        disagreeing_reviews(store, ASTRONAUT)
         with running_app(store=store, auth=USERS, access=_public()) as url:
             bob = Client(url, auth=("bob", "bob-pw"), verbose=False)
             with pytest.raises(AppError, match="Adjudicating reviews needs the admin role"):

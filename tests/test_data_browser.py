@@ -58,15 +58,11 @@ def test_data_tab_finds_and_opens_a_rejected_item_with_its_history(store):
 
 @pytest.mark.browser
 def test_adjudication_view_keeps_one_correction(tmp_path):
-    from annotate.records import Draft
     from annotate.store import Store
+    from tests.train_support import disagreeing_reviews
 
     with Store(f"sqlite:///{tmp_path / 'a.db'}", tmp_path / "adata") as store:
-        store.enqueue(ASTRONAUT, Draft("demo", "v1", caption="A woman."), overlap=2)
-        for reviewer, caption in (("bob", "A woman in an orange flight suit."), ("carol", "Two cats on a sofa.")):
-            item = store.claim_next(reviewer)
-            version = store.submit_correction(item.id, reviewer, caption, item.version)
-            store.approve(item.id, reviewer, expected_version=version)
+        disagreeing_reviews(store, ASTRONAUT)
         with running_app(store=store) as url, browser_page() as page:
             page.goto(url)
             page.get_by_role("tab", name="Data").click()

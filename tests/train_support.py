@@ -50,3 +50,16 @@ def app_py(*args: str, timeout: float = 600, check: bool = True) -> subprocess.C
 def last_json(stdout: str) -> dict:
     """The JSON object a command printed (its last non-empty stdout line)."""
     return json.loads([line for line in stdout.splitlines() if line.strip()][-1])
+
+
+def disagreeing_reviews(store, photo) -> int:
+    """An overlap-2 item that bob and carol corrected very differently (for adjudication);
+    returns its id."""
+    from annotate.records import Draft
+
+    item_id = store.enqueue(photo, Draft("demo", "v1", caption="A woman."), overlap=2)
+    for reviewer, caption in (("bob", "A woman in an orange flight suit."), ("carol", "Two cats on a sofa.")):
+        item = store.claim_next(reviewer)
+        version = store.submit_correction(item.id, reviewer, caption, item.version)
+        store.approve(item.id, reviewer, expected_version=version)
+    return item_id
