@@ -242,7 +242,7 @@ def build_caption_tab(services, on_send_to_review=None, on_flag=None) -> dict:
         review_btn.click(on_send_to_review, [session, caption, consent, licence], [], api_name="ui_send_to_review", **ui)
     if on_flag is not None:  # thumbs down on an answer: it becomes a draft to correct
         chatbot.like(on_flag, [session, consent, licence], None, api_visibility="private")
-    return {"photo": photo, "caption": caption, "session": session, "send_row": send_row}
+    return {"photo": photo, "caption": caption, "session": session, "send_row": send_row, "chatbot": chatbot}
 
 
 EXAMPLE_PROMPTS = {"astronaut.png": ("face", ""), "camera.png": ("brief", "What is he doing, and with what?")}

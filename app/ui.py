@@ -73,7 +73,7 @@ def build_app(services: Services) -> gr.Blocks:
         # The serving model can change ("Use in demo"): refresh the header whenever it may have.
         demo.load(header, None, [model_line, banner], api_visibility="private")
         caption_tab.select(header, None, [model_line, banner], api_visibility="private")
-        _show_tabs_by_role(demo, services, tabs, who, caption["send_row"])
+        _show_tabs_by_role(demo, services, tabs, who, caption["send_row"], caption["chatbot"])
         for js in page_js:
             demo.load(None, None, None, js=js, api_visibility="private")
         demo.load(services.outbox.sweep_quietly, None, None, api_visibility="private")
@@ -106,7 +106,8 @@ def _optional_tabs(services: Services) -> tuple[dict, list[str]]:
     return tabs, page_js
 
 
-def _show_tabs_by_role(demo: gr.Blocks, services: Services, tabs: dict, who: gr.Markdown, send_btn) -> None:
+def _show_tabs_by_role(demo: gr.Blocks, services: Services, tabs: dict, who: gr.Markdown, send_row,
+                       chatbot) -> None:
     names = list(tabs)
 
     def on_load(request: gr.Request, profile: gr.OAuthProfile | None):
@@ -116,10 +117,11 @@ def _show_tabs_by_role(demo: gr.Blocks, services: Services, tabs: dict, who: gr.
         line = "" if services.local else (
             f"Signed in as **{md(identity.name)}** ({identity.role})" if identity.name
             else "Visiting anonymously: caption and chat" + (" (sign in to review)" if services.policy.config.oauth else ""))
-        return (line, gr.Row(visible=can_send),
+        feedback = ("Like", "Dislike") if can_send else None  # a dislike queues the answer for review
+        return (line, gr.Row(visible=can_send), gr.Chatbot(feedback_options=feedback),
                 *[gr.Tab(interactive=visible.get(n, False), visible=visible.get(n, False)) for n in names])
 
-    demo.load(on_load, None, [who, send_btn, *[tabs[n] for n in names]], api_visibility="private")
+    demo.load(on_load, None, [who, send_row, chatbot, *[tabs[n] for n in names]], api_visibility="private")
 
 
 def _queue_photo(services: Services, identity, session: dict, caption: str, consent: bool, licence: str) -> None:
