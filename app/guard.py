@@ -61,6 +61,8 @@ def warn_on_mistake(n_outputs: int):
             except Mistake as exc:
                 log.info("user mistake: %s", exc)
                 gr.Warning(str(exc))
+                if n_outputs == 0:
+                    return None
                 return tuple(gr.skip() for _ in range(n_outputs)) if n_outputs > 1 else gr.skip()
         return handler
     return wrap
