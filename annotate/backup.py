@@ -30,6 +30,7 @@ from dataclasses import asdict, dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 
+from annotate.atomic import fsync_file
 from annotate.errors import QueueError
 
 DB_NAME = "studio.db"
@@ -195,11 +196,7 @@ def _copy_database(source: Path, target: Path) -> None:
         if staged is not None:
             staged.close()
         src.close()
-    fd = os.open(target, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
+    fsync_file(target)
 
 
 def _flush(fd: int) -> None:

@@ -115,23 +115,21 @@ def item_dict(services, item) -> dict:
 def _review_endpoints(services):
     store, policy = services.store, services.policy
 
-    def _run(action, identity, fn, *args, **kwargs):
+    def _run(fn, *args, **kwargs):
+        """Call the store; its named errors become clear messages."""
         try:
-            result = fn(*args, **kwargs)
+            return fn(*args, **kwargs)
         except gr.Error:
             raise
         except Exception as exc:
             raise user_error(exc) from None
-        if action:
-            audit(services, identity, action, *[str(a) for a in args[:1]])
-        return result
 
     def review_claim(request: gr.Request = None, profile: gr.OAuthProfile | None = None) -> dict | None:
         """Claim the next item to review (a lease); null when nothing is left for you."""
         from annotate.fetch import photo_for_review
 
         identity = ask(services, "review", request, profile)
-        item = _run(None, identity, store.claim_next, identity.name)
+        item = _run(store.claim_next, identity.name)
         item, note = photo_for_review(store, item, services.fetch_limits)
         return None if item is None else {**item_dict(services, item), "note": note or None}
 
@@ -141,14 +139,14 @@ def _review_endpoints(services):
         version: the item version you read (refuses a stale save); default the current one."""
         identity = ask(services, "review", request, profile, target=f"item {item_id}")
         caption = _check(policy.check_caption, caption)
-        item = _run(None, identity, store.get_item, int(item_id), reviewer=identity.name)  # overlap: own review
+        item = _run(store.get_item, int(item_id), reviewer=identity.name)  # overlap: own review
         if item.image.path is None:
             raise gr.Error(NO_PHOTO, print_exception=False)
         expected = item.version if version is None else int(version)
         if caption.strip() and caption.strip() != (item.caption or "").strip():
-            expected = _run(None, identity, store.submit_correction, item.id, identity.name, caption,
+            expected = _run(store.submit_correction, item.id, identity.name, caption,
                             expected_version=expected)
-        _run(None, identity, store.approve, item.id, identity.name, expected_version=expected)
+        _run(store.approve, item.id, identity.name, expected_version=expected)
         audit(services, identity, "approve", f"item {item.id}")
         return item_dict(services, store.get_item(item.id, reviewer=identity.name))
 
@@ -159,20 +157,20 @@ def _review_endpoints(services):
         reason = _check(policy.check_text, (reason or "").strip(), "reason")
         if not reason:
             raise gr.Error("Give a reason to reject (e.g. 'not a photo of a person').")
-        _run(None, identity, store.reject, int(item_id), identity.name, reason)
+        _run(store.reject, int(item_id), identity.name, reason)
         audit(services, identity, "reject", f"item {item_id}", reason)
         return item_dict(services, store.get_item(int(item_id), reviewer=identity.name))
 
     def review_skip(item_id: int, request: gr.Request = None, profile: gr.OAuthProfile | None = None) -> dict:
         """Skip an item you claimed (it waits until an admin returns skipped items)."""
         identity = ask(services, "review", request, profile)
-        _run(None, identity, store.skip, int(item_id), identity.name)
+        _run(store.skip, int(item_id), identity.name)
         return item_dict(services, store.get_item(int(item_id), reviewer=identity.name))
 
     def review_undo(request: gr.Request = None, profile: gr.OAuthProfile | None = None) -> dict:
         """Undo your last review action; returns the item as it is again."""
         identity = ask(services, "review", request, profile)
-        return item_dict(services, _run(None, identity, store.undo_last, identity.name))
+        return item_dict(services, _run(store.undo_last, identity.name))
 
     def queue_stats(request: gr.Request = None, profile: gr.OAuthProfile | None = None) -> dict:
         """Counts per status in the queue, and your own counts."""
@@ -196,7 +194,7 @@ def _review_endpoints(services):
         """Overlap items whose independent reviews agree (token F1) below the threshold, lowest first,
         each with every reviewer's caption: what an admin adjudicates."""
         ask(services, "adjudicate", request, profile)
-        found = _run(None, None, store.disagreements, float(threshold), max(1, min(int(limit), 200)))
+        found = _run(store.disagreements, float(threshold), max(1, min(int(limit), 200)))
         return [{"id": d.item.id, "agreement": round(d.agreement, 4), "draft": d.item.draft.caption,
                  "reviews": [{"reviewer": r.reviewer, "status": r.status, "caption": r.caption} for r in d.reviews]}
                 for d in found]
@@ -206,7 +204,7 @@ def _review_endpoints(services):
         """Settle an overlap item: pick one reviewer's caption (their name), or give a merged caption."""
         identity = ask(services, "adjudicate", request, profile, target=f"item {item_id}")
         caption = _check(policy.check_caption, caption).strip() or None
-        _run(None, identity, store.adjudicate, int(item_id), identity.name, pick.strip() or None, caption)
+        _run(store.adjudicate, int(item_id), identity.name, pick.strip() or None, caption)
         audit(services, identity, "adjudicate", f"item {item_id}", f"pick {pick}" if pick.strip() else "merged caption")
         return item_dict(services, store.get_item(int(item_id)))
 

@@ -64,19 +64,17 @@ def _reviewer(services, name: str | None, request, profile=None, action: str = "
     return replace(identity, name=name)
 
 
-def _user_error(exc: Exception):
-    return user_error(exc)
-
-
-def _counts_md(store, reviewer: str | None) -> str:
+def _counts_md(store, reviewer: str | None, agreement: bool = False) -> str:
+    """The queue's counts and the reviewer's own; `agreement` adds their agreement with the
+    other reviewers (computed over every independent review: only when the tab opens)."""
     counts = store.counts()
     line = " · ".join(f"{k.replace('_', ' ')}: **{v}**" for k, v in counts.items())
     if reviewer:
         mine = store.reviewer_counts(reviewer)
         line += "  \n**You** (" + md(reviewer) + "): " + " · ".join(f"{k.replace('_', ' ')} {_num(v)}" for k, v in mine.items())
-        agreement = store.reviewer_agreement(reviewer)["agreement"]
-        if agreement is not None:  # items reviewed independently by several reviewers
-            line += f" · agreement with the others {_num(agreement)}"
+        figure = store.reviewer_agreement(reviewer)["agreement"] if agreement else None
+        if figure is not None:  # items reviewed independently by several reviewers
+            line += f" · agreement with the others {_num(figure)}"
     return line
 
 
@@ -122,7 +120,7 @@ def claim_next(services, name, request, profile=None):
         item, fetch_note = _claim_with_photo(services, reviewer)
         return _view(services, item, reviewer, fetch_note=fetch_note)
     except Exception as exc:
-        raise _user_error(exc) from None
+        raise user_error(exc) from None
 
 
 def _claim_with_photo(services, reviewer: str):
@@ -208,7 +206,7 @@ def undo(services, state, name, request, profile=None):
     try:
         item = store.undo_last(reviewer)
     except Exception as exc:
-        raise _user_error(exc) from None
+        raise user_error(exc) from None
     shown = (state or {}).get("item_id")
     if shown is not None and shown != item.id:
         current = store.get_item(shown, reviewer=reviewer)
@@ -270,7 +268,7 @@ def run_export(services, identity, fmt, status, blur=False, split=0.9, progress=
     try:
         result = export(store, out, format=fmt, status=status, blur_faces=bool(blur), split=float(split), progress=step)
     except Exception as exc:
-        raise _user_error(exc) from None
+        raise user_error(exc) from None
     archive = shutil.make_archive(str(services.outbox.folder() / out.name), "zip", root_dir=out)
     files = [services.outbox.copy(p) for p in sorted(out.iterdir()) if p.suffix in (".parquet", ".json")]
     audit(services, identity, "export", out.name, f"{fmt}, {status}, {result.summary()}")
@@ -357,7 +355,7 @@ def build_review_tab(services) -> tuple[str, dict]:
             return "", "", gr.Group(visible=False), gr.skip()
         signed = (name or "").strip() if local else identity.name
         admin = services.policy.allows(identity, "settings")
-        return (_counts_md(store, signed or None), guidelines_md(store), gr.Group(visible=admin),
+        return (_counts_md(store, signed or None, agreement=True), guidelines_md(store), gr.Group(visible=admin),
                 store.notes.guidelines()[0] if admin else gr.skip())
 
     @warn_on_mistake(2)

@@ -21,6 +21,7 @@ os.environ["GRADIO_ANALYTICS_ENABLED"] = "False"
 os.environ["HF_HUB_DISABLE_TELEMETRY"] = "1"
 
 from tests.labelstudio_server import labelstudio_server  # noqa: E402,F401  (session-scoped server)
+from tests.pg_server import pg_server  # noqa: E402,F401  (session-scoped PostgreSQL server)
 
 REPO = Path(__file__).resolve().parent.parent
 ASTRONAUT = REPO / "static" / "examples" / "astronaut.png"
@@ -31,6 +32,23 @@ def run_app(*args, env: dict | None = None, timeout: float = 300) -> subprocess.
     """`python app.py ARGS...` as a user would run it, from the repository root."""
     return subprocess.run([sys.executable, "app.py", *args], cwd=REPO, capture_output=True, text=True,
                           timeout=timeout, env={**os.environ, **(env or {})})
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def db_url(request, tmp_path):
+    """A new, empty database of each kind: a SQLite file, a database on the test server."""
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path / 'queue.db'}"
+    return request.getfixturevalue("pg_server").fresh_database()
+
+
+@pytest.fixture
+def store(db_url, tmp_path):
+    """The review queue on each kind of database (files with their own `store` override it)."""
+    from annotate.store import Store
+
+    with Store(db_url, tmp_path / "data") as opened:
+        yield opened
 
 
 @pytest.fixture(scope="session")

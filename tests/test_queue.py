@@ -19,7 +19,6 @@ from annotate.records import Draft, NewItem
 from annotate.schema import Base
 from annotate.store import Store
 from tests.conftest import ASTRONAUT
-from tests.pg_server import pg_server  # noqa: F401  (session-scoped PostgreSQL server)
 
 DRAFT = Draft("demo", "v1", "a person standing outside", preset="detailed", prompt="Describe the photo.",
               settings={"max_new_tokens": 64})
@@ -38,18 +37,6 @@ class Clock:
         self.now += timedelta(seconds=seconds)
 
 
-@pytest.fixture(params=["sqlite", "postgresql"])
-def db_url(request, tmp_path):
-    """A new, empty database of each kind: a SQLite file, a database on the test server."""
-    if request.param == "sqlite":
-        return f"sqlite:///{tmp_path / 'queue.db'}"
-    return request.getfixturevalue("pg_server").fresh_database()
-
-
-@pytest.fixture
-def store(db_url, tmp_path):
-    with Store(db_url, tmp_path / "data") as opened:
-        yield opened
 
 
 @pytest.fixture

@@ -10,20 +10,8 @@ from annotate import errors
 from annotate.agreement import changed_spans, medoid, token_f1
 from annotate.records import Draft, NewItem
 from annotate.store import Store
-from tests.pg_server import pg_server  # noqa: F401  (session-scoped PostgreSQL server)
 
 
-@pytest.fixture(params=["sqlite", "postgresql"])
-def db_url(request, tmp_path):
-    if request.param == "sqlite":
-        return f"sqlite:///{tmp_path / 'team.db'}"
-    return request.getfixturevalue("pg_server").fresh_database()
-
-
-@pytest.fixture
-def store(db_url, tmp_path):
-    with Store(db_url, tmp_path / "data") as opened:
-        yield opened
 
 
 def rows(n, start=0, caption="a man in a red shirt", confidence=None):
