@@ -48,6 +48,7 @@ ACTIONS: dict[str, Role] = {
     "versions": Role.ADMIN, "use_version": Role.ADMIN, "compare": Role.ADMIN,
     "reassign": Role.ADMIN, "labelstudio": Role.ADMIN, "settings": Role.ADMIN, "audit": Role.ADMIN,
     "adjudicate": Role.ADMIN,  # overlap items whose reviewers disagree; gold scores
+    "manage_versions": Role.ADMIN,  # rename, merge or delete a trained version (the Models tab)
 }
 
 
@@ -245,7 +246,7 @@ _LABELS = {"send_to_review": "Sending to the review queue", "review": "Reviewing
            "versions": "Listing model versions", "use_version": "Changing the served model",
            "compare": "Comparing versions", "reassign": "Returning items to the queue",
            "labelstudio": "Label Studio sync", "settings": "Changing settings", "audit": "Reading the audit log",
-           "adjudicate": "Adjudicating reviews",
+           "adjudicate": "Adjudicating reviews", "manage_versions": "Renaming, merging or deleting model versions",
            "caption": "Captioning", "chat": "Chatting"}
 
 
