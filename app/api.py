@@ -20,7 +20,7 @@ from app.caption_tab import GPU, caption_photo, chat as chat_turn, new_session
 from app.guard import ask, audit, uploaded_path, user_error
 from app.review_tab import NO_PHOTO, run_export
 from app.models_tab import use_in_demo, version_by_name
-from app.train_tab import cancel_job, start_job
+from app.train_tab import cancel_job, start_job, training_source
 
 # Same queue and concurrency group as the UI's model events: one model, shared fairly.
 _GPU = {"concurrency_id": GPU, "concurrency_limit": 1}
@@ -36,6 +36,9 @@ def register_api(services) -> None:
     if services.jobs is not None:
         for fn in _train_endpoints(services):
             gr.api(fn, api_name=fn.__name__, **(_GPU if fn.__name__ == "use_version" else {}))
+    if services.jobs is not None:  # trained versions: rename, merge (loads a model), delete (never under a load)
+        for fn in _version_endpoints(services):
+            gr.api(fn, api_name=fn.__name__, **({} if fn.__name__ == "version_rename" else _GPU))
 
 
 def _last(generator):
@@ -66,9 +69,9 @@ def _model_endpoints(services):
         message = _check(policy.check_text, message, "message")
         photo = uploaded_path(image)
         session = {**new_session(photo), "turns": policy.trim_turns(_turns(policy, history))}
-        _empty, messages, _session = _last(chat_turn(slot, message, session, photo,
+        _empty, _messages, session = _last(chat_turn(slot, message, session, photo,
                                                      policy.cap_tokens(max_new_tokens), 0.0, 0.9, 1.0))
-        return messages[-1]["content"]
+        return session["turns"][-1][1]
 
     return [caption, chat]
 
@@ -228,14 +231,22 @@ def _train_endpoints(services):
     def train_start(base: str = "", method: str = "lora", max_steps: int | None = None, epochs: float | None = None,
                     lr: float | None = None, batch_size: int | None = None, lora_r: int | None = None,
                     lora_alpha: int | None = None, grad_accum: int | None = None, save_steps: int | None = None,
-                    max_length: int | None = None, request: gr.Request = None,
+                    max_length: int | None = None, vision_tower: str = "", merge: bool = False,
+                    lora_targets: str = "", lr_scheduler_type: str = "", dtype: str = "", report_to: str = "",
+                    heldout: float | None = None, export: str = "", request: gr.Request = None,
                     profile: gr.OAuthProfile | None = None) -> dict:
-        """Start stage-two fine-tuning on the approved corrections. base: empty for the serving
-        model's base, 'demo', or one listed with --bases; other settings empty = the base's default."""
+        """Start stage-two fine-tuning. base: empty for the serving model's base, 'demo', or one listed
+        with --bases; other settings empty = the base's default. lora_targets: comma-separated layer
+        names (q_proj,v_proj...), empty = all; lr_scheduler_type: cosine, linear, constant_with_warmup...;
+        dtype: auto, float32, bfloat16, float16; report_to: auto, tensorboard, trackio, wandb, none.
+        export: the name of an export of approved items (the Export tab's folders) to train on; empty = a
+        fresh export of every approval, holding out `heldout` of it (0 to 0.5; empty = 0.1)."""
         identity = ask(services, "train", request, profile)
         more = {"lora_r": lora_r, "lora_alpha": lora_alpha, "grad_accum": grad_accum, "save_steps": save_steps,
-                "max_length": max_length}
-        start_job(services, identity, base, method, epochs, max_steps, lr, batch_size, more)
+                "max_length": max_length, "vision_tower": vision_tower, "merge": merge, "lora_targets": lora_targets,
+                "lr_scheduler_type": lr_scheduler_type, "dtype": dtype, "report_to": report_to}
+        source = training_source(services, export, heldout)
+        start_job(services, identity, base, method, epochs, max_steps, lr, batch_size, more, source)
         return job_dict(jobs.list(limit=1)[0])
 
     def train_cancel(request: gr.Request = None, profile: gr.OAuthProfile | None = None) -> dict:
@@ -254,15 +265,41 @@ def _train_endpoints(services):
         out = [{"name": "base", "base": base, "method": None, "created": None}]
         for v in list_versions(jobs.config.models_dir):
             after = v.evaluation("after")
-            out.append({"name": v.path.name, "base": v.base, "method": v.method, "created": v.created_at,
-                        "token_f1": after["metrics"].get("token_f1") if after else None})
+            out.append({"name": v.path.name, "display_name": v.name, "base": v.base, "method": v.method,
+                        "created": v.created_at, "token_f1": after["metrics"].get("token_f1") if after else None})
         return out
 
     def use_version(name: str, request: gr.Request = None, profile: gr.OAuthProfile | None = None) -> dict:
-        """Serve a version (a name from /versions) in the demo, without a restart."""
+        """Serve a version (a name or display_name from /versions) in the demo, without a restart."""
         identity = ask(services, "use_version", request, profile, target=name)
         use_in_demo(services, identity, version_by_name(services, name))
         info = services.slot.get().info
         return {"model": info.describe(), "version": info.version, "is_demo": info.is_demo}
 
     return [train_start, train_cancel, versions, use_version]
+
+
+def _version_endpoints(services):
+    from app.models_tab import delete, describe, merge, rename
+
+    def version_rename(name: str, new_name: str = "", request: gr.Request = None,
+                       profile: gr.OAuthProfile | None = None) -> dict:
+        """Give a trained version (a name from /versions) a human name, e.g. 'spring-fixes': at most 40
+        letters, digits, spaces, '.', '_' or '-', unique; empty removes it. The version id never changes."""
+        identity = ask(services, "manage_versions", request, profile, target=name)
+        return describe(rename(services, identity, name, new_name))
+
+    def version_merge(name: str, request: gr.Request = None, profile: gr.OAuthProfile | None = None) -> dict:
+        """Merge a LoRA or QLoRA version into its base as a new, whole-model version (returned);
+        the original stays. Refused for full and already merged versions."""
+        identity = ask(services, "manage_versions", request, profile, target=name)
+        return describe(merge(services, identity, name))
+
+    def version_delete(name: str, confirm: str, request: gr.Request = None,
+                       profile: gr.OAuthProfile | None = None) -> dict:
+        """Delete a trained version's folder; confirm: the version's name again. Refused for the version
+        the demo serves, one a running training job writes or trains from, and one another version is built on."""
+        identity = ask(services, "manage_versions", request, profile, target=name)
+        return describe(delete(services, identity, name, confirm))
+
+    return [version_rename, version_merge, version_delete]

@@ -13,7 +13,7 @@ import gradio as gr
 from annotate.drafts import PHOTO_LICENCES
 from app.components import PhotoInput
 from app.guard import ask, md, user_error
-from model.generate import GenerationSettings
+from model.generate import GenerationSettings, Scored
 from model.images import ImageError, load_image
 from model.prompts import PRESETS, resolve_prompt
 from model.slot import ModelSlot
@@ -23,8 +23,13 @@ GPU = "gpu"  # one concurrency group for every event that runs the model
 
 
 def new_session(photo: str | None = None) -> dict:
-    """A user's conversation: the photo and [(question, answer)] turns, the image in turn one."""
-    return {"photo": photo, "turns": []}
+    """A user's conversation: the photo and [(question, answer)] turns, the image in turn one.
+
+    "scores" runs beside "turns": the model's (mean, min) token log-probability of each answer,
+    None where unknown (a stopped answer). "captioned": turn one is the Caption button's, shown
+    in the Caption box rather than in the chat.
+    """
+    return {"photo": photo, "turns": [], "scores": [], "captioned": False}
 
 
 def _open_photo(photo: str | None):
@@ -41,18 +46,41 @@ def _settings(max_new_tokens, temperature, top_p, repetition_penalty) -> Generat
                               top_p=float(top_p), repetition_penalty=float(repetition_penalty))
 
 
-def _messages(turns: list) -> list[dict]:
-    out = []
-    for question, answer in turns:
+def _messages(session: dict) -> list[dict]:
+    """The chat on screen: the photo first (the model sees it with the first turn), then every
+    turn but the caption's, which the Caption box above already shows."""
+    out = [{"role": "user", "content": [{"path": session["photo"], "alt_text": "The photo"}]}] \
+        if session.get("photo") else []
+    for question, answer in session["turns"][1 if session.get("captioned") else 0:]:
         out.append({"role": "user", "content": question})
         if answer is not None:
             out.append({"role": "assistant", "content": answer})
     return out
 
 
+def turn_of_message(session: dict | None, index) -> int | None:
+    """The turn whose answer is message `index` of the chat on screen (see _messages), or None."""
+    index = index[0] if isinstance(index, (list, tuple)) else index
+    if not session or not isinstance(index, int) or not session.get("photo"):
+        return None
+    shown = index - 1  # the photo comes first
+    turn = shown // 2 + (1 if session.get("captioned") else 0)
+    turns = session.get("turns") or []
+    if shown < 1 or shown % 2 != 1 or turn >= len(turns) or turns[turn][1] is None:
+        return None
+    return turn
+
+
+def score_of(session: dict, turn: int):
+    scores = session.get("scores") or []
+    return scores[turn] if turn < len(scores) else None
+
+
 def _stream(slot: ModelSlot, image, turns, settings):
+    """The answer's pieces, then its (mean, min) confidence as a tuple."""
     try:
-        yield from slot.get().stream(image, turns, settings)
+        for piece in slot.get().stream(image, turns, settings, scores=True):
+            yield (piece.mean, piece.min) if isinstance(piece, Scored) else piece
     except ImageError as exc:
         raise gr.Error(str(exc)) from None
     except Exception as exc:
@@ -61,26 +89,36 @@ def _stream(slot: ModelSlot, image, turns, settings):
         raise
 
 
+def _answer(slot: ModelSlot, image, session: dict, question: str, settings):
+    """Stream the answer to `question` as the session's newest turn: every update is the session
+    so far (Stop ends the generator between two updates, and the partial answer on screen must
+    still be the turn that chat, regenerate and "Send to review" work from)."""
+    turns, scores = list(session["turns"]), list(session.get("scores") or [])[:len(session["turns"])]
+    scores += [None] * (len(turns) - len(scores))
+    text = ""
+    for piece in _stream(slot, image, [*turns, (question, None)], settings):
+        if isinstance(piece, tuple):  # the last item: the answer's confidence
+            scores.append(piece)
+            continue
+        text += piece
+        yield text, {**session, "turns": [*turns, (question, text.strip())], "scores": scores}
+    yield text.strip(), {**session, "turns": [*turns, (question, text.strip())], "scores": scores}
+
+
 def caption_photo(slot: ModelSlot, photo, preset, prompt, max_new_tokens, temperature, top_p, repetition_penalty):
-    """Stream a caption; the exchange becomes the first turn of the chat about this photo."""
+    """Stream a caption into the Caption box; the exchange is the first turn of the chat about
+    this photo (the chat itself shows the photo, not the caption a second time)."""
     image = _open_photo(photo)
     try:
         question = resolve_prompt(preset, prompt)
     except ValueError as exc:
         raise gr.Error(str(exc)) from None
     settings = _settings(max_new_tokens, temperature, top_p, repetition_penalty)
-    session = {**new_session(photo), "preset": "custom" if prompt and prompt.strip() else preset,
-               "settings": settings.as_dict()}
-    text = ""
-    # Every update carries the session so far: Stop ends the generator between two updates,
-    # and the partial caption on screen must still be the turn that chat, regenerate and
-    # "Send to review" work from.
-    for piece in _stream(slot, image, [(question, None)], settings):
-        text += piece
-        session = {**session, "turns": [(question, text.strip())]}
-        yield text, _messages([(question, text)]), session
-    session = {**session, "turns": [(question, text.strip())]}
-    yield text.strip(), _messages(session["turns"]), session
+    session = {**new_session(photo), "captioned": True, "settings": settings.as_dict(),
+               "preset": "custom" if prompt and prompt.strip() else preset}
+    chat_shown = _messages(session)
+    for text, session in _answer(slot, image, session, question, settings):
+        yield text, chat_shown, session
 
 
 def chat(slot: ModelSlot, message, session, photo, max_new_tokens, temperature, top_p, repetition_penalty):
@@ -91,15 +129,9 @@ def chat(slot: ModelSlot, message, session, photo, max_new_tokens, temperature, 
     if not session or session.get("photo") != photo:
         session = new_session(photo)
     image = _open_photo(photo)
-    turns = [*session["turns"], (message, None)]
     settings = _settings(max_new_tokens, temperature, top_p, repetition_penalty)
-    text = ""
-    for piece in _stream(slot, image, turns, settings):
-        text += piece
-        partial_session = {**session, "turns": [*turns[:-1], (message, text.strip())]}  # kept if stopped
-        yield "", _messages([*turns[:-1], (message, text)]), partial_session
-    session = {**session, "turns": [*turns[:-1], (message, text.strip())]}
-    yield "", _messages(session["turns"]), session
+    for _, session in _answer(slot, image, session, message, settings):
+        yield "", _messages(session), session
 
 
 # Regenerate at temperature 0 would return the identical greedy answer: it samples instead.
@@ -107,21 +139,33 @@ REGENERATE_TEMPERATURE = 0.7
 
 
 def regenerate(slot: ModelSlot, session, photo, max_new_tokens, temperature, top_p, repetition_penalty):
-    """Ask the last question again, sampling (another answer, not the same greedy one)."""
+    """Ask the last question again, sampling (another answer, not the same greedy one). When the
+    last turn is the caption's, the new caption goes to the Caption box.
+
+    Yields (message box, chat, session, caption box)."""
     if not session or not session.get("turns"):
         raise gr.Error("Nothing to regenerate yet.")
-    last_question = session["turns"][-1][0]
-    trimmed = {**session, "turns": session["turns"][:-1]}
-    if not trimmed["turns"]:  # the caption turn itself: the image goes with the first turn
-        trimmed = new_session(photo)
     if not temperature or float(temperature) <= 0:
         temperature = REGENERATE_TEMPERATURE
         gr.Info(f"Regenerating with temperature {REGENERATE_TEMPERATURE} (at 0 the answer would be the same).")
-    yield from chat(slot, last_question, trimmed, photo, max_new_tokens, temperature, top_p, repetition_penalty)
+    last_question = session["turns"][-1][0]
+    if session.get("captioned") and len(session["turns"]) == 1:
+        image = _open_photo(photo)
+        settings = _settings(max_new_tokens, temperature, top_p, repetition_penalty)
+        trimmed = {**session, "turns": [], "scores": [], "photo": photo}
+        for text, updated in _answer(slot, image, trimmed, last_question, settings):
+            yield "", _messages(updated), updated, text
+        return
+    trimmed = {**session, "turns": session["turns"][:-1], "scores": (session.get("scores") or [])[:-1]}
+    if not trimmed["turns"]:  # the image goes with the first turn
+        trimmed = new_session(photo)
+    for update in chat(slot, last_question, trimmed, photo, max_new_tokens, temperature, top_p, repetition_penalty):
+        yield (*update, gr.skip())
 
 
 def clear_chat(photo):
-    return [], new_session(photo), ""
+    session = new_session(photo)
+    return _messages(session), session, ""
 
 
 def model_status(slot: ModelSlot) -> tuple[str, str]:
@@ -173,7 +217,8 @@ def build_caption_tab(services, on_send_to_review=None, on_flag=None) -> dict:
                 licence = gr.Dropdown(list(PHOTO_LICENCES), value=None, label="Photo licence", elem_id="licence",
                                       scale=1)
                 review_btn = gr.Button("Send to review", elem_id="send-review-btn", scale=1)
-            chatbot = gr.Chatbot(label="Chat about the photo", height=380, elem_id="chatbot",
+            chatbot = gr.Chatbot(label="Chat about the photo (its caption is the box above)", height=380,
+                                 elem_id="chatbot",
                                  sanitize_html=True, render_markdown=True)
             with gr.Row():
                 message = gr.Textbox(label="Ask about the photo", placeholder="What is the person wearing?",
@@ -215,7 +260,8 @@ def build_caption_tab(services, on_send_to_review=None, on_flag=None) -> dict:
     chat_event = message.submit(busy, None, buttons, **quick).then(
         on_chat, [message, session, photo, *settings], [message, chatbot, session], api_name="ui_chat", **ui, **gpu)
     regen_event = regen_btn.click(busy, None, buttons, **quick).then(
-        on_regenerate, [session, photo, *settings], [message, chatbot, session], api_name="ui_regenerate", **ui, **gpu)
+        on_regenerate, [session, photo, *settings], [message, chatbot, session, caption], api_name="ui_regenerate",
+        **ui, **gpu)
     for event in (cap_event, chat_event, regen_event):
         event.then(idle, None, buttons, **quick)
     stop_btn.click(idle, None, buttons, cancels=[cap_event, chat_event, regen_event], queue=False,

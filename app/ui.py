@@ -14,7 +14,7 @@ from pathlib import Path
 import gradio as gr
 
 from annotate.fetch import FetchLimits
-from app.caption_tab import build_caption_tab, model_status
+from app.caption_tab import build_caption_tab, model_status, score_of, turn_of_message
 from app.guard import Mistake, Outbox, ask, md, user_error, warn_on_mistake
 from app.policy import Policy
 from model.slot import ModelSlot
@@ -152,9 +152,10 @@ def _send_to_review_handler(services: Services):
                        profile: gr.OAuthProfile | None):
         identity = ask(services, "send_to_review", request, profile)
         # A caption typed by hand, with no model draft behind it, cannot be queued either.
-        if not session or not session.get("photo") or not session.get("turns") or not (caption or "").strip():
+        if not session or not session.get("photo") or not session.get("captioned") or not session.get("turns") \
+                or not (caption or "").strip():
             raise Mistake("Caption a photo first, then send the caption to review.")
-        _queue_photo(services, identity, session, caption, consent, licence)
+        _queue_photo(services, identity, {**session, "confidence": score_of(session, 0)}, caption, consent, licence)
 
     return send_to_review
 
@@ -169,13 +170,12 @@ def _flag_handler(services: Services):
             gr.Info("Thanks: noted as a good answer.")
             return
         identity = ask(services, "send_to_review", request, profile)
-        index = data.index[0] if isinstance(data.index, (list, tuple)) else data.index
-        turns = (session or {}).get("turns") or []
-        if not isinstance(index, int) or not 0 <= index // 2 < len(turns) or turns[index // 2][1] is None:
+        turn = turn_of_message(session, data.index)
+        if turn is None:
             raise Mistake("That answer is no longer in this chat.")
-        question, answer = turns[index // 2]
-        flagged = {**session, "turns": [(question, answer)],
-                   "preset": "custom" if index // 2 else session.get("preset")}
+        question, answer = session["turns"][turn]
+        flagged = {**session, "turns": [(question, answer)], "confidence": score_of(session, turn),
+                   "preset": "custom" if turn or not session.get("captioned") else session.get("preset")}
         _queue_photo(services, identity, flagged, answer, consent, licence)
 
     return on_like

@@ -42,6 +42,16 @@ class GenerationSettings:
 Turns = list[tuple[str, str | None]]  # [(user text, answer)], the last answer None
 
 
+@dataclass(frozen=True)
+class Scored:
+    """The last item `VLM.stream(..., scores=True)` yields after the text: the model's confidence
+    in the whole answer, mean and minimum token log-probability (model/confidence.py). None when
+    the answer is empty."""
+
+    mean: float | None
+    min: float | None
+
+
 class _Stopped(Exception):
     """Raised inside `generate` (from the streamer) when the consumer went away."""
 
@@ -152,17 +162,20 @@ class VLM:
         }
 
     # -- generation (on ZeroGPU each call below gets a GPU for a duration computed from it) ---
-    @gpu(duration=lambda self, image, turns, settings=None: generation_seconds(_tokens(settings)))
-    def stream(self, image, turns: Turns, settings: GenerationSettings | None = None) -> Iterator[str]:
-        """Yield the answer to the last turn piece by piece.
+    @gpu(duration=lambda self, image, turns, settings=None, scores=False: generation_seconds(_tokens(settings)))
+    def stream(self, image, turns: Turns, settings: GenerationSettings | None = None,
+               scores: bool = False) -> Iterator[str | Scored]:
+        """Yield the answer to the last turn piece by piece; with `scores`, then one `Scored`.
 
         Generation runs on a worker thread feeding a token queue. The thread is always
         joined: closing this generator early (a stop button, a client that went away) sets an
         event that ends generation at the next token. A failure in the worker is raised here.
+        A stopped answer yields no `Scored`: its confidence is unknown.
         """
         inputs = self._inputs([image], [self.prompt_text(turns)])
         streamer = _TokenStreamer()
         errors: list[BaseException] = []
+        extra, recorder, scored = self._recorder(inputs) if scores else ({}, None, [])
 
         def work():
             try:
@@ -170,7 +183,9 @@ class VLM:
 
                 # inference_mode is per thread: enter it here, in the thread that generates.
                 with self._lock, torch.inference_mode():
-                    self.model.generate(**inputs, **self._gen_kwargs(settings), streamer=streamer)
+                    out = self.model.generate(**inputs, **self._gen_kwargs(settings), streamer=streamer, **extra)
+                if recorder is not None:
+                    scored.append(Scored(*recorder.confidence(out)[0]))
             except _Stopped:
                 streamer.end()
             except BaseException as exc:  # handed to the consumer below, never lost
@@ -186,6 +201,17 @@ class VLM:
             worker.join()
         if errors:
             raise _generation_error(errors[0]) from errors[0]
+        yield from scored
+
+    def _recorder(self, inputs) -> tuple[dict, object, list]:
+        """generate's extra arguments that record the confidence, the recorder, an empty list."""
+        from transformers import LogitsProcessorList
+
+        from model.confidence import ConfidenceRecorder
+
+        ignore = {*self.stop_ids, self.processor.tokenizer.pad_token_id} - {None}
+        recorder = ConfidenceRecorder(inputs["input_ids"].shape[1], ignore)
+        return {"logits_processor": LogitsProcessorList([recorder])}, recorder, []
 
     def generate(self, image, turns: Turns, settings: GenerationSettings | None = None) -> str:
         return self.generate_batch([image], [turns], settings)[0]
@@ -210,15 +236,7 @@ class VLM:
         import torch
 
         inputs = self._inputs(images, [self.prompt_text(t) for t in conversations])
-        extra, recorder = {}, None
-        if scores:
-            from transformers import LogitsProcessorList
-
-            from model.confidence import ConfidenceRecorder
-
-            ignore = {*self.stop_ids, self.processor.tokenizer.pad_token_id} - {None}
-            recorder = ConfidenceRecorder(inputs["input_ids"].shape[1], ignore)
-            extra = {"logits_processor": LogitsProcessorList([recorder])}
+        extra, recorder, _ = self._recorder(inputs) if scores else ({}, None, [])
         try:
             with self._lock, torch.inference_mode():
                 out = self.model.generate(**inputs, **self._gen_kwargs(settings), **extra)

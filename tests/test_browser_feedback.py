@@ -19,9 +19,13 @@ def test_a_disliked_answer_becomes_a_draft_to_correct(tmp_path):
         page.locator("#photo input[type=file]").set_input_files(str(ASTRONAUT))
         page.locator("#photo img").first.wait_for(timeout=30_000)
         page.locator("#caption-btn").click()
-        page.wait_for_function("() => document.querySelectorAll('#chatbot .message').length >= 2", timeout=60_000)
+        page.wait_for_function("() => document.querySelector('#caption-out textarea').value.trim().length > 0",
+                               timeout=60_000)
         page.wait_for_function(IDLE, timeout=60_000)
-        answer = page.locator("#caption-out textarea").input_value().strip()
+        page.locator("#chat-in textarea").fill("What is she holding?")
+        page.locator("#chat-in textarea").press("Enter")
+        page.locator("#chatbot").get_by_text("What is she holding?").wait_for(timeout=30_000)
+        page.wait_for_function(IDLE, timeout=60_000)
         dislike = page.locator("#chatbot").get_by_role("button", name="Dislike").first
         page.locator("#chatbot .message").last.hover()  # the feedback buttons show on hover
         dislike.click()  # no consent yet: a warning only
@@ -34,4 +38,7 @@ def test_a_disliked_answer_becomes_a_draft_to_correct(tmp_path):
         dislike.click()
         page.locator(".toast-body").get_by_text("Sent to the review queue").wait_for(timeout=30_000)
         item = store.list_items(status="pending")[0]
-        assert item.draft.caption == answer and item.image.licence == "cc0-1.0"
+        shown = page.locator("#chatbot").inner_text()
+        assert item.draft.prompt == "What is she holding?" and item.draft.caption in shown
+        assert item.draft.confidence_mean is not None  # the model's confidence in that answer
+        assert item.image.licence == "cc0-1.0"

@@ -153,6 +153,17 @@ def test_send_to_review_from_the_caption_tab(served):
     assert item.draft.caption == caption and item.draft.model_name == "demo"
     assert item.draft.preset == "brief" and item.draft.settings["max_new_tokens"] == 16
     assert item.history == ()
+    # The streamed caption's confidence is recorded, the figure batch captioning computes.
+    from model.generate import GenerationSettings
+    from model.images import load_image
+    from model.loader import LoadConfig, load_model
+    from model.prompts import PRESETS
+
+    [(text, mean, low)] = load_model(LoadConfig(model="demo")).caption_batch_scored(
+        [load_image(ASTRONAUT.parent / "camera.png")], PRESETS["brief"], GenerationSettings(max_new_tokens=16))
+    assert text == caption and mean is not None
+    assert item.draft.confidence_mean == pytest.approx(mean, abs=1e-3)
+    assert item.draft.confidence_min == pytest.approx(low, abs=1e-3)
     # Sending the same photo again does not queue it twice.
     before = store.counts()["pending"]
     c.predict(caption, True, "cc0-1.0", api_name="/ui_send_to_review")

@@ -31,13 +31,19 @@ def test_caption_streams_into_the_box_and_seeds_the_chat(client):
 
     expected = slot.get().caption(load_image(ASTRONAUT), PRESETS["brief"], GenerationSettings(max_new_tokens=24))
     assert final_caption == expected
-    assert [m["role"] for m in chat] == ["user", "assistant"]
-    assert text(chat[0]) == PRESETS["brief"] and text(chat[1]) == final_caption
+    # The chat shows the photo, not the caption a second time.
+    assert [m["role"] for m in chat] == ["user"] and files(chat[0]) and text(chat[0]) == ""
+    assert final_caption not in str(chat)
 
 
 def text(message: dict) -> str:
     content = message["content"]
     return content if isinstance(content, str) else "".join(part.get("text", "") for part in content)
+
+
+def files(message: dict) -> list:
+    content = message["content"]
+    return [] if isinstance(content, str) else [part for part in content if part.get("type") == "file"]
 
 
 def test_two_turn_chat_streams_and_keeps_context(client):
@@ -48,13 +54,13 @@ def test_two_turn_chat_streams_and_keeps_context(client):
     first = list(job)
     message, chat = job.outputs()[-1]
     assert message == "" and len(first) > 2
-    assert [m["role"] for m in chat] == ["user", "assistant"]
+    assert [m["role"] for m in chat] == ["user", "user", "assistant"] and files(chat[0])  # the photo first
     job = c.submit("And her hair?", photo, *SETTINGS, api_name="/ui_chat")
     assert len(list(job)) > 2
     _, chat = job.outputs()[-1]
-    assert [m["role"] for m in chat] == ["user", "assistant", "user", "assistant"]
-    assert [text(m) for m in chat if m["role"] == "user"] == ["What is she wearing?", "And her hair?"]
-    assert all(text(m) for m in chat)
+    assert [m["role"] for m in chat] == ["user", "user", "assistant", "user", "assistant"]
+    assert [text(m) for m in chat[1:] if m["role"] == "user"] == ["What is she wearing?", "And her hair?"]
+    assert all(text(m) for m in chat[1:])
 
 
 def test_regenerate_asks_the_last_question_again(client):
@@ -62,11 +68,20 @@ def test_regenerate_asks_the_last_question_again(client):
     photo = handle_file(str(ASTRONAUT))
     c.predict(photo, api_name="/ui_clear_chat")
     _, chat = c.predict("Describe her.", photo, *SETTINGS, api_name="/ui_chat")
-    _, regen_chat = c.predict(photo, *SETTINGS, api_name="/ui_regenerate")
-    assert len(regen_chat) == len(chat) == 2
-    assert text(regen_chat[0]) == "Describe her."
+    _, regen_chat, _caption = c.predict(photo, *SETTINGS, api_name="/ui_regenerate")
+    assert len(regen_chat) == len(chat) == 3
+    assert text(regen_chat[1]) == "Describe her."
     # At temperature 0 the first answer is greedy; Regenerate samples, so a different one comes.
-    assert text(regen_chat[1]) and text(regen_chat[1]) != text(chat[1])
+    assert text(regen_chat[2]) and text(regen_chat[2]) != text(chat[2])
+
+
+def test_regenerate_right_after_caption_makes_a_new_caption(client):
+    c, _ = client
+    photo = handle_file(str(ASTRONAUT))
+    caption, _chat = c.predict(photo, "brief", "", *SETTINGS, api_name="/ui_caption")
+    _, chat, new_caption = c.predict(photo, *SETTINGS, api_name="/ui_regenerate")
+    assert len(chat) == 1 and files(chat[0])  # still only the photo in the chat
+    assert new_caption and new_caption != caption  # sampled: another caption, in the Caption box
 
 
 def test_bad_upload_gets_a_clear_message(client, tmp_path):
@@ -99,5 +114,7 @@ def test_a_stopped_caption_is_the_turn_chat_and_review_work_from(client):
     updates.close()  # what Stop does to the generator
     assert session["turns"] == [(session["turns"][0][0], shown.strip())] and shown.strip()
     assert session["preset"] == "brief" and session["settings"]["max_new_tokens"] == 64
-    _, chat, _ = list(regenerate(slot, session, str(ASTRONAUT), 8, 0.0, 0.9, 1.0))[-1]
-    assert len(chat) == 2
+    assert session["scores"] == []  # a stopped answer's confidence is unknown
+    _, chat, session, caption = list(regenerate(slot, session, str(ASTRONAUT), 8, 0.0, 0.9, 1.0))[-1]
+    assert len(chat) == 1 and caption and session["turns"][0][1] == caption
+    assert len(session["scores"]) == 1 and session["scores"][0][0] <= 0  # a mean log-probability
