@@ -155,7 +155,3 @@ def sweep_old_files(folder: Path, retention_s: float, now: float | None = None) 
             removed += 1
     return removed
 
-
-def env_flag(name: str) -> bool | None:
-    value = os.environ.get(name)
-    return None if value is None else value.strip().lower() in ("1", "true", "yes", "on")

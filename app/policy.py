@@ -330,3 +330,9 @@ class LoginGuard:
 def _address(request) -> str | None:
     client = getattr(request, "client", None)
     return getattr(client, "host", None)
+
+
+def env_flag(name: str) -> bool | None:
+    """An on/off environment variable: None when unset."""
+    value = os.environ.get(name)
+    return None if value is None else value.strip().lower() in ("1", "true", "yes", "on")

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 
 from annotate.backup import point_hf_home
 from annotate.cli import add_review_arguments, add_store_arguments
-from app.guard import env_flag
+from app.policy import env_flag
 from annotate.hub_backup import add_backup_arguments, start_from_args
 from model.loader import add_model_arguments, config_from_args
 
