@@ -12,6 +12,15 @@ from dataclasses import MISSING, asdict, dataclass, field, fields, replace
 
 METHODS = ("lora", "qlora", "full")
 REPORTERS = ("auto", "tensorboard", "trackio", "wandb", "none")
+DTYPES = ("auto", "float32", "bfloat16", "float16")
+# transformers' `lr_scheduler_type` values that need no extra arguments (`lr_scheduler_kwargs`).
+SCHEDULERS = ("cosine", "linear", "constant_with_warmup", "constant", "cosine_with_restarts", "polynomial",
+              "inverse_sqrt")
+# The linear layers LoRA may adapt: the language model's (Llama) and the vision encoder's (SigLIP).
+# The projector is trained in full, so it is no LoRA target. "all" is every one of them.
+LLM_TARGETS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
+VISION_TARGETS = ("q_proj", "k_proj", "v_proj", "out_proj", "fc1", "fc2")
+LORA_TARGETS = tuple(dict.fromkeys(LLM_TARGETS + VISION_TARGETS))
 
 
 def _opt(default, help: str, type=None, choices=None, required=False):
@@ -65,17 +74,26 @@ class TrainOptions:
                        choices=METHODS)
     epochs: float | None = _opt(None, "passes over the training split; " + _default_help("epochs"), type=float)
     max_steps: int | None = _opt(None, "optimizer steps to run (overrides --epochs)", type=int)
-    lr: float | None = _opt(None, "peak learning rate, 3%% warmup then cosine; " + _default_help("lr"), type=float)
+    lr: float | None = _opt(None, "peak learning rate (warmup, then --lr-scheduler-type); " + _default_help("lr"),
+                            type=float)
     batch_size: int | None = _opt(None, "images per device per step; " + _default_help("batch_size"), type=int)
     grad_accum: int | None = _opt(None, "gradient accumulation steps; " + _default_help("grad_accum"), type=int)
     warmup_ratio: float = _opt(0.03, "share of the steps spent warming the learning rate up", type=float)
+    lr_scheduler_type: str = _opt("cosine", "how the learning rate falls after the warmup (transformers' "
+                                  "lr_scheduler_type); cosine is HumanVLM's", choices=SCHEDULERS)
     lora_r: int | None = _opt(None, "LoRA rank; " + _default_help("lora_r"), type=int)
     lora_alpha: int | None = _opt(None, "LoRA alpha; " + _default_help("lora_alpha"), type=int)
     lora_dropout: float = _opt(0.05, "LoRA dropout", type=float)
+    lora_targets: str = _opt("all", "linear layers LoRA adapts, comma-separated: all (HumanVLM's stage two) or some of "
+                             f"{', '.join(LORA_TARGETS)} ({', '.join(LLM_TARGETS)} in the language model; "
+                             f"{', '.join(VISION_TARGETS)} in the vision tower, with --vision-tower lora)")
     vision_tower: str | None = _opt(None, "lora: LoRA on the vision tower too (HumanVLM's stage two) | frozen: leave "
                                     "it as it is (less memory); default lora for HumanVLM, frozen for the demo "
                                     "model; --method full always leaves it frozen", choices=("lora", "frozen"))
     save_steps: int = _opt(50, "write a resumable checkpoint every N optimizer steps", type=int)
+    eval_steps: int | None = _opt(None, "compute the loss on the held-out split every N optimizer steps (the "
+                                  "eval-loss curve; none when the split is empty); default about 20 times a run",
+                                  type=int)
     save_limit: int = _opt(2, "checkpoints kept (older ones are deleted)", type=int)
     resume: bool = _opt(False, "continue from the last checkpoint in --out (after a crash, kill or cancel)")
     merge: bool = _opt(False, "merge the LoRA weights into the base and save a full model (loads with --model OUT)")
@@ -84,7 +102,8 @@ class TrainOptions:
     seed: int = _opt(0, "random seed (data order, adapter initialisation, dropout)", type=int)
     max_length: int | None = _opt(3400, "truncate longer sequences to this many tokens, image tokens included "
                                   "(HumanVLM trained at about 3.4k; one over-long caption cannot run a training out of memory)", type=int)
-    dtype: str = _opt("auto", "auto (bf16 on GPUs that have it, else fp16; fp32 on CPU) | float32 | bfloat16 | float16")
+    dtype: str = _opt("auto", "auto (bf16 on GPUs that have it, else fp16; fp32 on CPU) | float32 | bfloat16 | float16",
+                      choices=DTYPES)
     cache_dir: str | None = _opt(None, "where the demo model is built (default $HUMANVLM_CACHE)")
     report_to: str = _opt("auto", "where transformers reports the run: tensorboard (into OUT/runs/, a tab on the Hub) | "
                           "trackio | wandb | none | auto (tensorboard when installed, else none)",
@@ -105,12 +124,14 @@ class Resolved:
     lora_r: int
     lora_alpha: int
     vision_lora: bool = False
+    lora_targets: tuple[str, ...] = LLM_TARGETS  # layer names (LoRA methods only)
 
     def as_dict(self) -> dict:
         return asdict(self.options) | {
             "defaults": self.defaults.name, "epochs": self.epochs, "lr": self.lr, "batch_size": self.batch_size,
             "grad_accum": self.grad_accum, "lora_r": self.lora_r, "lora_alpha": self.lora_alpha,
             "train_embeddings": self.defaults.train_embeddings, "vision_lora": self.vision_lora,
+            "lora_target_modules": list(self.lora_targets),
         }
 
 
@@ -137,7 +158,65 @@ def resolve(options: TrainOptions, is_demo: bool) -> Resolved:
         raise OptionsError("--save-steps must be at least 1")
     if options.merge and options.method == "full":
         raise OptionsError("--merge applies to LoRA methods; a full fine-tune is already a whole model")
-    return resolved
+    if options.eval_steps is not None and options.eval_steps < 1:
+        raise OptionsError("--eval-steps must be at least 1")
+    for name, value, allowed in (("lr-scheduler-type", options.lr_scheduler_type, SCHEDULERS),
+                                 ("dtype", options.dtype, DTYPES), ("report-to", options.report_to, REPORTERS)):
+        if value not in allowed:
+            raise OptionsError(f"--{name} is one of {', '.join(allowed)}, not {value!r}")
+    return replace(resolved, lora_targets=lora_targets(options, resolved.vision_lora))
+
+
+def lora_targets(options: TrainOptions, vision_lora: bool) -> tuple[str, ...]:
+    """`--lora-targets` as module names, checked against the layers this method can adapt."""
+    from train.errors import OptionsError
+
+    text = (options.lora_targets or "").strip() or "all"
+    if text == "all":
+        return LORA_TARGETS if vision_lora else LLM_TARGETS
+    if options.method == "full":
+        raise OptionsError("--lora-targets applies to LoRA methods; --method full trains the language model in full")
+    names = tuple(dict.fromkeys(n.strip() for n in text.split(",") if n.strip()))
+    unknown = [n for n in names if n not in LORA_TARGETS]
+    if not names or unknown:
+        raise OptionsError(f"unknown LoRA target {', '.join(map(repr, unknown)) or repr(text)}: give all, or some of "
+                           f"{', '.join(LORA_TARGETS)}, comma-separated")
+    vision_only = [n for n in names if n not in LLM_TARGETS]
+    if vision_only and not vision_lora:
+        raise OptionsError(f"LoRA target {', '.join(vision_only)} is a vision-tower layer and the vision tower is "
+                           f"frozen: pick language-model layers ({', '.join(LLM_TARGETS)}) or --vision-tower lora")
+    return names
+
+
+def defaults_for(base: str | None) -> ModelDefaults:
+    """The recipe a base gets, told from its name without loading it (as the trainer tells it after
+    loading): the demo model, a demo folder and versions trained from them take the demo's recipe."""
+    from pathlib import Path
+
+    if base == "demo":
+        return DEMO_DEFAULTS
+    path = Path(base) if base else None
+    if path is not None and path.is_dir():
+        if path.name.startswith("demo-model-") or (path / "demo_spec.json").exists():  # as model.loader tells
+            return DEMO_DEFAULTS
+        from train.versions import read_version
+
+        version = read_version(path)
+        if version is not None and version.base_is_demo:
+            return DEMO_DEFAULTS
+    return HUMANVLM_DEFAULTS
+
+
+def describe_defaults(d: ModelDefaults) -> str:
+    """One line of what a recipe sets (shown beside the Train tab's form)."""
+    plain = TrainOptions.__dataclass_fields__
+    epochs = f"{d.epochs:g} epoch{'' if d.epochs == 1 else 's'}"
+    trained = "projector" + (", lm_head and embeddings" if d.train_embeddings else "")
+    vision = "language model and vision tower" if d.vision_lora else "language model (vision tower frozen)"
+    return (f"{d.name}: lr {d.lr:g} ({plain['warmup_ratio'].default:.0%} warmup, then "
+            f"{plain['lr_scheduler_type'].default}), batch {d.batch_size} x {d.grad_accum}, {epochs}, "
+            f"LoRA r{d.lora_r}/α{d.lora_alpha} on the {vision}, {trained} trained in full"
+            f"{', gradient checkpointing' if d.gradient_checkpointing else ''}")
 
 
 @dataclass

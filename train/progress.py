@@ -5,7 +5,8 @@ state, see train.output); the web app reads them (it never talks to the process)
 - `status.json`: replaced atomically, at most once a second: phase, step, max_steps, ETA,
   the last loss, and on failure the reason;
 - `progress.jsonl`: one line per logging step (step, loss, learning rate, epoch, seconds):
-  the loss curve. A resumed run truncates it back to its checkpoint's step and appends.
+  the loss curve; and one line per evaluation on the held-out split (step, eval_loss, epoch,
+  seconds): the eval-loss curve. A resumed run truncates it back to its checkpoint's step and appends.
 Only the main process writes (under `accelerate launch` every rank runs this code).
 """
 
@@ -38,7 +39,8 @@ def read_status(out_dir: str | Path) -> dict:
 
 
 def read_progress(out_dir: str | Path) -> list[dict]:
-    """Loss-curve points written so far (a half-written last line is ignored)."""
+    """Points written so far, training (`loss`) and held-out (`eval_loss`) alike, in the order
+    they were logged (a half-written last line is ignored)."""
     path = Path(out_dir) / PROGRESS_FILE
     points = []
     try:
@@ -114,17 +116,28 @@ def make_callback(out_dir: Path, status: StatusWriter):
                               elapsed_s=time.time() - self.began)
 
         def on_log(self, args, state, control, logs=None, **kwargs):
-            if not state.is_world_process_zero or not logs or "loss" not in logs:
+            if not state.is_world_process_zero or not logs:
+                return
+            if "eval_loss" in logs:  # Trainer.evaluate logs its metrics, prefixed eval_
+                point = {"step": state.global_step, "eval_loss": float(logs["eval_loss"]),
+                         "epoch": logs.get("epoch"), "time": time.time()}
+                _append(out_dir, point)
+                status.update(eval_loss=point["eval_loss"])
+            if "loss" not in logs:
                 return
             point = {"step": state.global_step, "loss": float(logs["loss"]), "lr": logs.get("learning_rate"),
                      "epoch": logs.get("epoch"), "grad_norm": logs.get("grad_norm"),
                      "token_accuracy": logs.get("mean_token_accuracy"), "time": time.time()}
-            (out_dir / PROGRESS_FILE).parent.mkdir(parents=True, exist_ok=True)
-            with (out_dir / PROGRESS_FILE).open("a") as fh:
-                fh.write(json.dumps(point) + "\n")
+            _append(out_dir, point)
             status.update(loss=point["loss"])
 
     return ProgressCallback()
+
+
+def _append(out_dir: Path, point: dict) -> None:
+    (out_dir / PROGRESS_FILE).parent.mkdir(parents=True, exist_ok=True)
+    with (out_dir / PROGRESS_FILE).open("a") as fh:
+        fh.write(json.dumps(point) + "\n")
 
 
 def _truncate_progress(out_dir: Path, step: int) -> None:

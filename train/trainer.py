@@ -22,7 +22,7 @@ from pathlib import Path
 
 from train.data import ExportData, to_dataset
 from train.errors import DataError, OptionsError
-from train.options import Resolved, TrainOptions, resolve
+from train.options import LLM_TARGETS, VISION_TARGETS, Resolved, TrainOptions, resolve
 from train.output import (CHECKPOINTS, evaluate_before_after, find_checkpoint, report_targets, save_version,
                           tensorboard_dir)
 from train.progress import PROGRESS_FILE, StatusWriter, make_callback
@@ -30,11 +30,9 @@ from train.versions import VERSION_FILE
 
 log = logging.getLogger(__name__)
 
-# LoRA targets of HumanVLM's stage two (docs/humanvlm.md): every linear layer of the language
-# model and of the SigLIP encoder (not its unused pooling head); the projector is trained in full.
-LLM_LINEAR = r".*language_model.*\.(q_proj|k_proj|v_proj|o_proj|gate_proj|up_proj|down_proj)$"
-VISION_LINEAR = r".*vision_tower.*encoder\.layers\.\d+\.(self_attn\.(q_proj|k_proj|v_proj|out_proj)|mlp\.(fc1|fc2))$"
 LOGGED_POINTS = 100  # about this many points on the loss curve, whatever the run's length
+EVAL_POINTS = 20  # about this many held-out losses per run by default (--eval-steps)
+EVAL_LOSS_ITEMS = 256  # the eval-loss curve uses at most this many held-out items (eval.json scores all)
 
 
 def train(options: TrainOptions) -> Path:
@@ -73,8 +71,10 @@ def _train(options: TrainOptions, out: Path, state, status: StatusWriter) -> Non
     precision = _precision(vlm.info.dtype, options.method) | {"use_cpu": state.device.type == "cpu"}
     model, peft_config = prepare_model(vlm.model, resolved)
     dataset = to_dataset(examples, vlm, PRESETS["detailed"])
+    heldout = data.split("heldout")[:EVAL_LOSS_ITEMS]
+    eval_dataset = to_dataset(heldout, vlm, PRESETS["detailed"]) if heldout else None
     trainer = build_trainer(model, peft_config, vlm.processor, dataset, resolved, out, status, precision,
-                            world_size=state.num_processes)
+                            world_size=state.num_processes, eval_dataset=eval_dataset)
     checkpoint = find_checkpoint(out) if options.resume else None
     if options.resume and checkpoint is None:
         log.warning("no checkpoint in %s yet: starting from the first step", out)
@@ -124,10 +124,43 @@ def prepare_model(model, resolved: Resolved):
     to_save = ["multi_modal_projector"]
     if resolved.defaults.train_embeddings:
         to_save += ["lm_head", "embed_tokens"]
-    targets = f"(?:{LLM_LINEAR})|(?:{VISION_LINEAR})" if resolved.vision_lora else LLM_LINEAR
+    targets = lora_pattern(resolved.lora_targets, resolved.vision_lora)
+    if (resolved.options.lora_targets or "all").strip() != "all":  # "all": whichever of them this model has
+        check_lora_targets(model, resolved.lora_targets, resolved.vision_lora)
     config = LoraConfig(r=resolved.lora_r, lora_alpha=resolved.lora_alpha, lora_dropout=resolved.options.lora_dropout,
                         target_modules=targets, modules_to_save=to_save, bias="none")
     return model, config
+
+
+def lora_pattern(names: tuple[str, ...], vision: bool) -> str:
+    """peft's `target_modules` regex for these layer names: the language model's, and the vision
+    encoder's when `vision`. HumanVLM's stage two (docs/humanvlm.md, `--lora-targets all`): every
+    linear layer of the language model and of the SigLIP encoder (not its unused pooling head)."""
+    llm = [n for n in names if n in LLM_TARGETS]
+    seen = [n for n in names if n in VISION_TARGETS] if vision else []
+    parts = [rf".*language_model.*\.({'|'.join(llm)})$"] if llm else []
+    if seen:
+        parts.append(rf".*vision_tower.*encoder\.layers\.\d+\.(?:self_attn|mlp)\.({'|'.join(seen)})$")
+    return "|".join(f"(?:{p})" for p in parts)
+
+
+LLM_LINEAR = lora_pattern(LLM_TARGETS, vision=False)  # every linear layer of the language model
+
+
+def check_lora_targets(model, names: tuple[str, ...], vision: bool) -> None:
+    """Every requested layer name must match a layer of this model (another architecture may
+    name its layers differently): a clear error instead of an adapter on fewer layers than asked."""
+    import re
+
+    matched = {name.rsplit(".", 1)[-1] for name, _ in model.named_modules()
+               if re.fullmatch(lora_pattern(names, vision), name)}
+    missing = [n for n in names if n not in matched]
+    if missing:
+        everything = lora_pattern(tuple(dict.fromkeys(LLM_TARGETS + VISION_TARGETS)), vision)
+        present = sorted({name.rsplit(".", 1)[-1] for name, _ in model.named_modules()
+                          if re.fullmatch(everything, name)})
+        raise OptionsError(f"LoRA target {', '.join(missing)} matches no layer of this model; its adaptable layers "
+                           f"are {', '.join(present) or 'none'}")
 
 
 def _precision(dtype: str, method: str) -> dict:
@@ -144,8 +177,11 @@ def planned_steps(resolved: Resolved, items: int, world_size: int = 1) -> int:
 
 
 def build_trainer(model, peft_config, processor, dataset, resolved: Resolved, out: Path, status, precision: dict,
-                  world_size: int = 1):
+                  world_size: int = 1, eval_dataset=None):
     """transformers' Trainer with TRL's vision collator (prompt-completion rows, loss on the answer).
+
+    With an `eval_dataset` (the held-out split) the loss on it is computed every `--eval-steps`
+    (loss only: keeping the logits would hold batch x tokens x 128k vocabulary floats).
 
     TRL's SFTTrainer would add a fused LM head and per-step entropy/accuracy metrics: on the
     demo model that cost ~20% of the throughput (tests/perf/bench_train.py), for nothing used here.
@@ -168,8 +204,11 @@ def build_trainer(model, peft_config, processor, dataset, resolved: Resolved, ou
         output_dir=str(out / CHECKPOINTS), per_device_train_batch_size=resolved.batch_size,
         gradient_accumulation_steps=resolved.grad_accum, learning_rate=resolved.lr,
         num_train_epochs=resolved.epochs, max_steps=o.max_steps or -1,
-        lr_scheduler_type="cosine", warmup_steps=o.warmup_ratio,  # a float below 1 is a ratio
+        lr_scheduler_type=o.lr_scheduler_type, warmup_steps=o.warmup_ratio,  # a float below 1 is a ratio
         logging_steps=max(1, steps // LOGGED_POINTS), save_strategy="steps", save_steps=o.save_steps,
+        eval_strategy="steps" if eval_dataset is not None else "no", prediction_loss_only=True,
+        eval_steps=o.eval_steps or max(1, steps // LOGGED_POINTS, math.ceil(steps / EVAL_POINTS)),
+        per_device_eval_batch_size=resolved.batch_size, label_names=["labels"],
         save_total_limit=o.save_limit, seed=o.seed, data_seed=o.seed, **precision,
         activation_checkpointing=resolved.defaults.gradient_checkpointing,
         activation_checkpointing_kwargs={"use_reentrant": False},
@@ -179,7 +218,7 @@ def build_trainer(model, peft_config, processor, dataset, resolved: Resolved, ou
     )
     collator = DataCollatorForVisionLanguageModeling(processor, max_length=o.max_length, completion_only_loss=True)
     with tensorboard_dir(out):
-        return Trainer(model=model, args=args, train_dataset=dataset, data_collator=collator,
+        return Trainer(model=model, args=args, train_dataset=dataset, eval_dataset=eval_dataset, data_collator=collator,
                        processing_class=processor, callbacks=[make_callback(out, status)])
 
 
