@@ -151,6 +151,43 @@ def export(store: Store, out_dir: str | Path, format: str = "humancaptionhq", st
     return result
 
 
+@dataclass(frozen=True)
+class ExportFolder:
+    """An export folder as its manifest describes it (what `list_exports` offers to train on)."""
+
+    name: str
+    path: Path
+    format: str
+    status: str
+    created_at: str
+    counts: dict[str, int]
+
+    def label(self) -> str:
+        return (f"{self.name}: {self.counts.get('train', 0)} train + {self.counts.get('test', 0)} held-out "
+                f"({self.format}, {self.status})")
+
+
+def exports_dir(data_dir: str | Path) -> Path:
+    """Where the app writes its exports (the Export tab) and where the Train tab lists them."""
+    return Path(data_dir) / "exports"
+
+
+def list_exports(root: str | Path, status: str | None = None) -> list[ExportFolder]:
+    """The export folders directly under `root` (those with a readable manifest.json), newest first."""
+    root = Path(root)
+    found = []
+    for folder in root.iterdir() if root.is_dir() else ():
+        try:
+            manifest = json.loads((folder / "manifest.json").read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            continue  # a zip, a half-deleted folder, something else: not an export
+        if status is None or manifest.get("status") == status:
+            found.append(ExportFolder(folder.name, folder.resolve(), manifest.get("format", "?"),
+                                      manifest.get("status", "?"), manifest.get("created_at", ""),
+                                      dict(manifest.get("counts", {}))))
+    return sorted(found, key=lambda e: (e.created_at, e.name), reverse=True)
+
+
 def hub_ignore(format: str) -> tuple[str, ...]:
     """Files of an export not worth uploading to the Hub: the parquet already embeds its images."""
     return ("images/*",) if format == "humancaptionhq" else ()

@@ -244,7 +244,7 @@ EXPORT_STATUSES = ("approved", "rejected", "skipped", "pending", "in_review")
 
 def run_export(services, identity, fmt, status, blur=False, split=0.9, progress=None):
     """Export into the data folder; returns (summary, zip path in the outbox, single files)."""
-    from annotate.export import export
+    from annotate.export import export, exports_dir
 
     if fmt not in EXPORT_FORMATS or status not in EXPORT_STATUSES:
         raise gr.Error(f"Format is one of {', '.join(EXPORT_FORMATS)}; status one of {', '.join(EXPORT_STATUSES)}.")
@@ -254,7 +254,7 @@ def run_export(services, identity, fmt, status, blur=False, split=0.9, progress=
     total = store.counts().get(status, 0)
     if total == 0:
         raise gr.Error(f"No {status} items to export yet.")
-    out = store.data_dir / "exports" / f"{time.strftime('%Y%m%d-%H%M%S')}-{fmt}"
+    out = exports_dir(store.data_dir) / f"{time.strftime('%Y%m%d-%H%M%S')}-{fmt}"
     done = 0
     if progress is not None:
         progress(0, desc="exporting")

@@ -164,6 +164,7 @@ def _start_cleanup(services) -> None:
     import threading
     import time
 
+    from annotate.export import exports_dir
     from app.guard import sweep_old_files
 
     retention = services.policy.config.limits.retention_hours * 3600
@@ -172,7 +173,7 @@ def _start_cleanup(services) -> None:
         while True:
             services.outbox.sweep()
             if services.store is not None:
-                sweep_old_files(services.store.data_dir / "exports", retention)
+                sweep_old_files(exports_dir(services.store.data_dir), retention)
             time.sleep(min(3600, max(60, retention / 4)))
 
     threading.Thread(target=loop, name="cleanup", daemon=True).start()

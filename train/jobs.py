@@ -38,6 +38,7 @@ CANCEL_GRACE_S = 10.0  # SIGTERM first, SIGKILL after this long
 EXPORT_FORMAT = "llava"
 # Settings the UI may pass to `start`; the rest (data, out, resume...) the runner decides.
 SETTINGS = {f.name for f in fields(TrainOptions)} - {"data", "out", "resume", "evaluate", "cache_dir"}
+MAX_HELDOUT = 0.5  # the share of a fresh export held out: in [0, 0.5] (0: nothing, no evaluation)
 
 
 @dataclass
@@ -63,27 +64,43 @@ class JobRunner:
 
     # ---- starting and stopping -----------------------------------------------------------
 
-    def start(self, settings: dict | None = None, store=None, data: str | None = None) -> Job:
-        """Queue a job on an export folder (`data`) or on a fresh export of `store`."""
+    def start(self, settings: dict | None = None, store=None, data: str | None = None,
+              heldout: float | None = None) -> Job:
+        """Queue a job on an export folder (`data`) or on a fresh export of `store`, holding out
+        `heldout` of it (default: the runner's split) for the eval loss and the scores."""
         settings = dict(settings or {})
         unknown = set(settings) - SETTINGS
         if unknown:
             raise JobError(f"unknown training settings: {', '.join(sorted(unknown))}")
         if data is None and store is None:
             raise JobError("nothing to train on: give an export folder or the review queue")
+        split = self._split(heldout, data)
         settings["base"] = settings.get("base") or self.config.default_base
         name = f"{datetime.now():%Y%m%d-%H%M%S}-{settings.get('method', 'lora')}-{secrets.token_hex(2)}"
         out_dir = self.config.models_dir / name
         options = TrainOptions(data=str(Path(data).resolve()) if data else "", out=str(out_dir), evaluate=True,
                                cache_dir=self.config.cache_dir, **settings)
-        resolve(options, is_demo=True)  # refuse bad numbers now, not in the job's log
-        if data is None and not available_corrections(store, self.config.split)["train"]:
+        resolve(options, is_demo=looks_demo(options.base))  # refuse bad numbers now, not in the job's log
+        if data is not None:
+            _check_export(Path(options.data))
+        elif not available_corrections(store, split)["train"]:
             raise DataError(NO_TRAIN_DATA)  # now, not as a job that fails a second later
+        record = asdict(options) | ({"heldout": round(1 - split, 6)} if data is None else {})
         with self._lock:
-            job = self.jobs.create(asdict(options), str(out_dir), str(out_dir / "training" / "train.log"), options.data or None)
+            job = self.jobs.create(record, str(out_dir), str(out_dir / "training" / "train.log"), options.data or None)
             out_dir.mkdir(parents=True, exist_ok=True)
             self._launch(job.id, store)
         return job
+
+    def _split(self, heldout: float | None, data: str | None) -> float:
+        """The train fraction of a fresh export."""
+        if heldout is None:
+            return self.config.split
+        if data is not None:
+            raise JobError("the held-out share applies to a fresh export; a chosen export keeps its own split")
+        if not 0 <= heldout <= MAX_HELDOUT:
+            raise JobError(f"the held-out share is between 0 and {MAX_HELDOUT:g} (0: hold nothing out, no evaluation)")
+        return 1 - heldout
 
     def resume(self, job_id: int) -> Job:
         """Run an interrupted, cancelled or failed job again from its last checkpoint."""
@@ -132,13 +149,14 @@ class JobRunner:
         from annotate.export import export
 
         target = self.config.models_dir / "exports" / f"job-{job.id}"
-        result = export(store, target, format=EXPORT_FORMAT, split=self.config.split)
+        split = 1 - job.options.get("heldout", 1 - self.config.split)
+        result = export(store, target, format=EXPORT_FORMAT, split=split)
         if not result.counts["train"]:
             raise DataError(NO_TRAIN_DATA)
         return str(target)
 
     def _spawn(self, job: Job) -> subprocess.Popen:
-        options = TrainOptions(**(job.options | {"data": job.data_dir}))
+        options = train_options(job.options | {"data": job.data_dir})
         argv = [self.config.python, str(self.config.app_py), "train", *to_argv(options)]
         env = os.environ | {"PYTHONUNBUFFERED": "1"}
         Path(job.log_path).parent.mkdir(parents=True, exist_ok=True)
@@ -231,10 +249,12 @@ class JobRunner:
         return self.jobs.active()
 
     def progress(self, job_id: int, log_lines: int = 30) -> dict:
-        """The job, its run's status.json, its loss curve so far and the tail of its log."""
+        """The job, its run's status.json, its loss curves so far (training `points`, held-out
+        `eval_points`) and the tail of its log."""
         job = self.jobs.get(job_id)
-        return {"job": job, "status": read_status(job.out_dir), "points": read_progress(job.out_dir),
-                "log": log_tail(job.log_path, log_lines)}
+        points = read_progress(job.out_dir)
+        return {"job": job, "status": read_status(job.out_dir), "points": [p for p in points if "loss" in p],
+                "eval_points": [p for p in points if "eval_loss" in p], "log": log_tail(job.log_path, log_lines)}
 
     def wait(self, job_id: int, timeout: float = 600) -> Job:
         """Block until the job has ended (for the CLI and tests)."""
@@ -248,6 +268,34 @@ class JobRunner:
     def close(self) -> None:
         """Stop using the database. Running jobs keep running; a new runner finds them again."""
         self.jobs.close()
+
+
+def train_options(record: dict) -> TrainOptions:
+    """A job's TrainOptions from its record (which also holds the fresh export's `heldout`)."""
+    names = {f.name for f in fields(TrainOptions)}
+    return TrainOptions(**{k: v for k, v in record.items() if k in names})
+
+
+def looks_demo(base: str | None) -> bool:
+    """Whether `base` takes the demo model's recipe (checked before the job loads it)."""
+    from train.options import DEMO_DEFAULTS, defaults_for
+
+    return defaults_for(base) is DEMO_DEFAULTS
+
+
+def _check_export(folder: Path) -> None:
+    """A chosen export must exist and have a train split (its manifest says, without reading it)."""
+    import json
+
+    if not folder.is_dir():
+        raise DataError(f"no export folder at {folder.name}: export again, or pick another")
+    try:
+        counts = json.loads((folder / "manifest.json").read_text()).get("counts", {})
+    except (OSError, ValueError):
+        return  # an export made elsewhere: the training process reads and checks it
+    if not counts.get("train"):
+        raise DataError(f"the export {folder.name} has no train split: export more approved corrections")
+    os.utime(folder)  # the app deletes old exports (--retention-hours): this one is in use now
 
 
 def resumable(job: Job) -> bool:
