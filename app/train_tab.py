@@ -2,28 +2,30 @@
 
 Handlers first (plain functions over `Services`), then the layout. Training runs in its own
 process (train.jobs.JobRunner); the Train tab follows it by polling once a second (`gr.Timer`):
-the job row, its status file, its loss curve and its log. Nothing here touches SQL or tensors.
+the job row, its status file, its loss curves, its log and the list of past jobs (rendered by
+app/train_status.py). Nothing here touches SQL or tensors.
 """
 
 from __future__ import annotations
 
-import html
 import json
 import shlex
+from pathlib import Path
 
 import gradio as gr
-import pandas as pd
 
 from app.guard import ask, audit, md, user_error
 from app.models_tab import _base, build_models
-from train.jobs import available_corrections, resumable
-from train.options import METHODS
+from app.train_status import EVAL_HEADERS, JOB_HEADERS, eval_rows, job_markdown, jobs_frame, loss_frame, progress_html
+from train.jobs import MAX_HELDOUT, available_corrections, looks_demo, resumable
+from train.options import DTYPES, LORA_TARGETS, METHODS, REPORTERS, SCHEDULERS, defaults_for, describe_defaults
+
+__all__ = ["build_train_tabs", "job_markdown", "start_job", "cancel_job"]
 
 POLL_S = 1.0
 LOG_LINES = 12
-METRICS = [("token_f1", "token F1"), ("bleu4", "BLEU-4 (0-100)"), ("chrf", "chrF (0-100)"),
-           ("rouge_l", "ROUGE-L"), ("exact_match", "exact match"), ("edit_distance", "edit distance (lower is better)")]
-EVAL_HEADERS = ["metric", "before (base)", "after (new version)", "change"]
+JOBS_SHOWN = 20
+FRESH = "fresh"  # the data dropdown's value for "all approved corrections (fresh export)"
 
 
 def _user_error(exc: Exception):
@@ -46,7 +48,41 @@ def _checked_base(services, base: str | None) -> str | None:
     return base
 
 
-# ---- Train tab handlers ------------------------------------------------------------------------
+def defaults_markdown(services, base: str | None) -> str:
+    """The chosen base's recipe (train.options.ModelDefaults): what an empty field means."""
+    base = _checked_base(services, base) or _base(services)
+    return f"**Defaults for {md(base)}** · {describe_defaults(defaults_for(base))}"
+
+
+# ---- what to train on ----------------------------------------------------------------------------
+
+
+def export_choices(services) -> list[tuple[str, str]]:
+    """The data dropdown: a fresh export of every approval, then the Export tab's exports of
+    approved items, newest first (only these are accepted by name: never a typed path)."""
+    from annotate.export import exports_dir, list_exports
+
+    found = list_exports(exports_dir(services.store.data_dir), status="approved") if services.store else []
+    return [("all approved corrections (fresh export)", FRESH)] + [(e.label(), e.name) for e in found]
+
+
+def training_source(services, choice: str | None, heldout) -> dict:
+    """`JobRunner.start`'s data= and heldout= from the form: a listed export by name, or a fresh
+    export holding out `heldout` of the approvals (empty: the runner's default)."""
+    from annotate.export import exports_dir, list_exports
+
+    share = None if heldout in (None, "") else float(heldout)
+    if share is not None and not 0 <= share <= MAX_HELDOUT:
+        raise gr.Error(f"The held-out share is between 0 and {MAX_HELDOUT:g} (0: hold nothing out, no evaluation).")
+    if choice in (None, "", FRESH):
+        return {"data": None, "heldout": share}
+    if share is not None:
+        raise gr.Error("The held-out share applies to a fresh export; a chosen export keeps its own split.")
+    root = exports_dir(services.store.data_dir) if services.store else None
+    for found in list_exports(root, status="approved") if root else []:
+        if found.name == choice:
+            return {"data": str(found.path), "heldout": None}
+    raise gr.Error(f"No export named {choice!r}: pick one from the list (the Export tab makes them).")
 
 
 def data_summary(services) -> str:
@@ -57,7 +93,10 @@ def data_summary(services) -> str:
             f"**{counts['train']}** to train on, **{counts['heldout']}** held out for evaluation")
     if counts["without_photo"]:
         text += f" ({counts['without_photo']} more are known only by URL and cannot be trained on)"
-    return text + "."
+    return text + " in a fresh export."
+
+
+# ---- the form ------------------------------------------------------------------------------------
 
 
 def _number(value, kind=float):
@@ -65,7 +104,20 @@ def _number(value, kind=float):
     return None if value in (None, "") or float(value) == 0 else kind(value)
 
 
-ADVANCED = ("lora_r", "lora_alpha", "grad_accum", "save_steps", "max_length", "vision_tower", "merge")
+NUMBERS = ("lora_r", "lora_alpha", "grad_accum", "save_steps", "max_length")
+CHOICES = {"vision_tower": ("lora", "frozen"), "lr_scheduler_type": SCHEDULERS, "dtype": DTYPES,
+           "report_to": REPORTERS}
+ADVANCED = NUMBERS + ("vision_tower", "merge", "lora_targets", "lr_scheduler_type", "dtype", "report_to")
+
+
+def _targets(value) -> str | None:
+    """LoRA target modules from a multiselect (a list) or the API (comma-separated); empty: all."""
+    names = value.split(",") if isinstance(value, str) else list(value or [])
+    names = [str(n).strip() for n in names if str(n).strip()]
+    unknown = [n for n in names if n not in LORA_TARGETS + ("all",)]
+    if unknown:
+        raise gr.Error(f"Unknown LoRA target {', '.join(map(repr, unknown))}: pick from {', '.join(LORA_TARGETS)}.")
+    return ",".join(names) if names and "all" not in names else None
 
 
 def job_settings(services, base, method, epochs, max_steps, lr, batch_size, advanced: dict | None = None) -> dict:
@@ -77,30 +129,40 @@ def job_settings(services, base, method, epochs, max_steps, lr, batch_size, adva
     for key, value in (advanced or {}).items():
         if key not in ADVANCED:
             raise gr.Error(f"Unknown training setting {key!r}.")
-        if key == "vision_tower":
+        if key in CHOICES:
+            if value and value not in CHOICES[key]:
+                raise gr.Error(f"{key.replace('_', ' ').capitalize()} is one of {', '.join(CHOICES[key])}.")
             settings[key] = value or None
         elif key == "merge":
             settings[key] = bool(value)
+        elif key == "lora_targets":
+            settings[key] = _targets(value)
         else:
             settings[key] = _number(value, int)
     return {k: v for k, v in settings.items() if v is not None}
 
 
-def preview_command(services, settings: dict) -> str:
-    """The exact `train` command the job will run (the export's and version's folders named)."""
+def preview_command(services, settings: dict, source: dict | None = None) -> str:
+    """The exact commands the job will run (the export's and version's folders named)."""
     from train.options import TrainOptions, resolve, to_argv
 
     settings = {"base": _base(services), **settings}
+    source = source or {"data": None, "heldout": None}
+    data = f"DATA_DIR/exports/{Path(source['data']).name}" if source["data"] else "EXPORT"
     try:
-        options = TrainOptions(data="EXPORT", out="models/NEW-VERSION", evaluate=True, **settings)
-        resolve(options, is_demo=True)  # the same checks the job runs
+        options = TrainOptions(data=data, out="models/NEW-VERSION", evaluate=True, **settings)
+        resolve(options, is_demo=looks_demo(options.base))  # the same checks the job runs
     except Exception as exc:
         _user_error(exc)
-    return "python app.py export --format llava --out EXPORT\npython app.py train " + " ".join(
-        shlex.quote(a) for a in to_argv(options))
+    train = "python app.py train " + " ".join(shlex.quote(a) for a in to_argv(options))
+    if source["data"]:
+        return train
+    split = "" if source["heldout"] is None else f" --split {1 - source['heldout']:.6g}"
+    return f"python app.py export --format llava --out EXPORT{split}\n{train}"
 
 
-def start_job(services, identity, base, method, epochs, max_steps, lr, batch_size, advanced=None) -> str:
+def start_job(services, identity, base, method, epochs, max_steps, lr, batch_size, advanced=None,
+              source: dict | None = None) -> str:
     from model.zerogpu import on_zerogpu
 
     if on_zerogpu():
@@ -108,13 +170,16 @@ def start_job(services, identity, base, method, epochs, max_steps, lr, batch_siz
                        "corrections and train on a dedicated GPU; the Train tab shows the commands.",
                        print_exception=False)
     settings = job_settings(services, base, method, epochs, max_steps, lr, batch_size, advanced)
+    source = source or {"data": None, "heldout": None}
     try:
-        job = services.jobs.start(settings, store=services.store)
+        job = services.jobs.start(settings, store=services.store, **source)
     except Exception as exc:
         _user_error(exc)
     audit(services, identity, "train", f"job {job.id}", json.dumps(job.options, default=str))
     gr.Info(f"Training job {job.id} started.")
-    return f"Job {job.id} queued: exporting the approved corrections, then training."
+    what = "exporting the approved corrections, then training" if source["data"] is None else \
+        f"training on the export {Path(source['data']).name}"
+    return f"Job {job.id} queued: {what}."
 
 
 def cancel_job(services, identity) -> str:
@@ -141,78 +206,19 @@ def resume_job(services, identity) -> str:
     return f"Resuming job {job.id} from its last checkpoint."
 
 
-def _eta(seconds) -> str:
-    if seconds is None:
-        return "estimating..."
-    seconds = int(seconds)
-    return f"{seconds // 3600}:{seconds % 3600 // 60:02d}:{seconds % 60:02d}" if seconds >= 3600 \
-        else f"{seconds // 60}:{seconds % 60:02d}"
-
-
-def progress_html(job, status: dict) -> str:
-    """A progress bar with step count, ETA and last loss (plain HTML: nothing user-written in it)."""
-    if job is None:
-        return ""
-    step, total = status.get("step") or 0, status.get("max_steps") or 0
-    phase = (status.get("phase") or "starting") if job.status == "running" else \
-        "exporting" if job.status == "queued" else job.status
-    share = 1.0 if job.status == "finished" else (step / total if total else 0.0)
-    parts = [f"{phase}", f"step {step} / {total or '?'}", f"{share:.0%}"]
-    if job.active and phase == "training":
-        parts.append(f"ETA {_eta(status.get('eta_s'))}")
-    if status.get("loss") is not None:
-        parts.append(f"loss {status['loss']:.4f}")
-    return (f'<div id="train-progress" data-status="{html.escape(job.status)}">'
-            f'<div style="background:#e5e7eb;border-radius:6px;height:14px;overflow:hidden">'
-            f'<div style="background:#f97316;height:14px;width:{share * 100:.1f}%"></div></div>'
-            f'<div style="margin-top:4px">{html.escape(" · ".join(parts))}</div></div>')
-
-
-def job_markdown(job) -> str:
-    if job is None:
-        return "No training job yet."
-    opts = job.options
-    text = (f"**Job {job.id}: {job.status}** · base {md(opts.get('base'))} · {md(opts.get('method'))}"
-            f"{f' · attempt {job.attempts}' if job.attempts > 1 else ''}")
-    if job.status == "finished":
-        text += f"\n\nNew version {md(job.version)}: serve it from the **Models** tab."
-    if job.error:
-        text += f"\n\n**{'Note' if job.status == 'finished' else 'Reason'}:** {md(job.error)}"
-    if resumable(job):
-        text += "\n\nIt has a checkpoint: **Resume** continues from it."
-    elif job.status in ("interrupted", "cancelled", "failed"):
-        every = opts.get("save_steps")
-        text += (f"\n\n**Resume** is not available: the job stopped before its first checkpoint "
-                 f"(one every {every} steps; set a smaller interval under *More settings*)." if every else
-                 "\n\n**Resume** is not available: the job left no checkpoint.")
-    return text
-
-
-def loss_frame(points: list[dict]) -> pd.DataFrame:
-    return pd.DataFrame({"step": [p["step"] for p in points], "loss": [p["loss"] for p in points]})
-
-
-def eval_rows(evaluation: dict) -> list[list]:
-    before, after = evaluation.get("before") or {}, evaluation.get("after") or {}
-    rows = []
-    for key, name in METRICS:
-        b, a = before.get(key), after.get(key)
-        change = f"{a - b:+.4g}" if a is not None and b is not None else ""
-        rows.append([name, "" if b is None else b, "" if a is None else a, change])
-    return rows
-
-
 def poll(services, seen: dict):
-    """One tick: job status, progress, loss curve, log tail, evaluation table, button states."""
-    jobs = services.jobs.list(limit=1)
+    """One tick: job status, progress, loss curves, log tail, scores, past jobs, button states."""
+    jobs = services.jobs.list(limit=JOBS_SHOWN)
     job = jobs[0] if jobs else None
     info = services.jobs.progress(job.id, LOG_LINES) if job else {"status": {}, "points": [], "log": ""}
-    points = info["points"]
-    key = (job.id if job else None, len(points), job.status if job else None)
-    plot = loss_frame(points) if key != seen.get("key") else gr.skip()
-    table = eval_rows(job.evaluation) if job and job.evaluation and key != seen.get("key") else gr.skip()
+    points, eval_points = info["points"], info.get("eval_points", [])
+    key = (job.id if job else None, len(points), len(eval_points), job.status if job else None)
+    changed = key != seen.get("key")
+    plot = loss_frame(points, eval_points) if changed else gr.skip()
+    table = eval_rows(job.evaluation) if job and job.evaluation and changed else gr.skip()
+    listing = jobs_frame(jobs) if changed else gr.skip()
     active = bool(job and job.active)
-    return (job_markdown(job), progress_html(job, info["status"]), plot, info["log"], table,
+    return (job_markdown(job), progress_html(job, info["status"]), plot, info["log"], table, listing,
             gr.Button(interactive=not active), gr.Button(interactive=active),
             gr.Button(interactive=bool(job and resumable(job))), {"key": key})
 
@@ -223,29 +229,36 @@ def poll(services, seen: dict):
 def build_train_tabs(services) -> dict:
     """The Train and Models tabs, inside the app's `gr.Tabs()`; returns them by name."""
     with gr.Tab("Train", id="train") as train_tab:
-        summary, timer = _build_train(services)
+        opened, timer = _build_train(services)
     with gr.Tab("Models", id="models") as models_tab:
         refresh, outputs = build_models(services)
 
-    # Opening a tab refreshes what may have changed meanwhile (new approvals, new versions).
-    def on_train_open(request: gr.Request, profile: gr.OAuthProfile | None):
+    # Opening a tab refreshes what may have changed meanwhile (new approvals, exports, versions).
+    def on_train_open(base: str, request: gr.Request, profile: gr.OAuthProfile | None):
         ask(services, "train", request, profile)
-        return data_summary(services), gr.Timer(active=True)  # polling starts for admins only
+        return (*opened_values(services, base), gr.Timer(active=True))  # polling starts for admins only
 
     def on_models_open(request: gr.Request, profile: gr.OAuthProfile | None):
         ask(services, "versions", request, profile)
         return refresh()
 
-    train_tab.select(on_train_open, None, [summary, timer], api_visibility="private")
+    train_tab.select(on_train_open, opened[:1], [*opened[1:], timer], api_visibility="private")
     models_tab.select(on_models_open, None, outputs, api_visibility="private")
     return {"train": train_tab, "models": models_tab}
+
+
+def opened_values(services, base: str):
+    """The data summary, the export list (keeping a still-listed choice), the base's defaults, past jobs."""
+    return (data_summary(services), gr.Dropdown(choices=export_choices(services)),
+            defaults_markdown(services, base), jobs_frame(services.jobs.list(limit=JOBS_SHOWN)))
 
 
 PRIVATE = {"api_visibility": "private"}
 UI = {"api_visibility": "undocumented"}  # the documented API is app/api.py
 
 
-def _build_train(services) -> tuple[gr.Markdown, gr.Timer]:
+def _build_train(services) -> tuple[list, gr.Timer]:
+    """The form, its buttons and the job view; returns [base, the outputs of opening the tab] and the timer."""
     import os
 
     from model.zerogpu import on_zerogpu
@@ -258,30 +271,22 @@ def _build_train(services) -> tuple[gr.Markdown, gr.Timer]:
     seen = gr.State({})
     with gr.Row():
         summary = gr.Markdown(elem_id="train-data")
-        refresh_btn = gr.Button("Refresh counts", size="sm", scale=0)
+        refresh_btn = gr.Button("Refresh", size="sm", scale=0)
+    with gr.Row():
+        data = gr.Dropdown(export_choices(services), value=FRESH, label="Train on", scale=3, elem_id="train-source")
+        heldout = gr.Number(value=None, minimum=0, maximum=MAX_HELDOUT, label=f"Held-out share (fresh export only; "
+                            f"empty = {1 - services.jobs.config.split:g})", scale=1, elem_id="train-heldout")
     with gr.Row():
         base = gr.Dropdown(allowed_bases(services), value=_base(services), allow_custom_value=services.local,
                            label="Base model" + (" (a hub id, a folder or 'demo')" if services.local else ""), scale=2)
         method = gr.Radio(list(METHODS), value="lora", label="Method", scale=2)
+    defaults = gr.Markdown(elem_id="train-defaults")
     with gr.Row():
         epochs = gr.Number(value=None, label="Epochs (0 = the model's default)", elem_id="train-epochs")
         max_steps = gr.Number(value=None, precision=0, label="Max steps (0 = by epochs)", elem_id="train-max-steps")
         lr = gr.Number(value=None, label="Learning rate (0 = default)")
         batch = gr.Number(value=None, precision=0, label="Batch size (0 = default)", elem_id="train-batch")
-    with gr.Accordion("More settings (empty = the base model's default)", open=False):
-        with gr.Row():
-            lora_r = gr.Number(value=None, precision=0, label="LoRA rank")
-            lora_alpha = gr.Number(value=None, precision=0, label="LoRA alpha")
-            grad_accum = gr.Number(value=None, precision=0, label="Gradient accumulation")
-            save_steps = gr.Number(value=None, precision=0, label="Checkpoint every N steps", elem_id="train-save-steps")
-        with gr.Row():
-            max_length = gr.Number(value=None, precision=0, label="Cutoff length (tokens)")
-            vision = gr.Radio(["lora", "frozen"], value=None, label="Vision tower (LoRA or frozen)")
-            merge = gr.Checkbox(label="Also save a merged model")
-        preview_btn = gr.Button("Preview command", size="sm", elem_id="train-preview")
-        command = gr.Code(label="The command this job runs", language="shell", interactive=False,
-                          elem_id="train-command")
-    advanced = [lora_r, lora_alpha, grad_accum, save_steps, max_length, vision, merge]
+    advanced, preview_btn, command = _more_settings()
     with gr.Row(visible=not zerogpu):
         start_btn = gr.Button("Start training", variant="primary", elem_id="train-start")
         cancel_btn = gr.Button("Cancel", variant="stop", elem_id="train-cancel")
@@ -290,36 +295,92 @@ def _build_train(services) -> tuple[gr.Markdown, gr.Timer]:
     job_md = gr.Markdown(elem_id="train-job")
     bar = gr.HTML(elem_id="train-bar")
     with gr.Row():
-        plot = gr.LinePlot(loss_frame([]), x="step", y="loss", title="Training loss", height=280,
-                           elem_id="train-loss", scale=1)
+        plot = gr.LinePlot(loss_frame([]), x="step", y="loss", color="split", title="Loss (training and held-out)",
+                           height=280, elem_id="train-loss", scale=1)
         table = gr.Dataframe(headers=EVAL_HEADERS, value=eval_rows({}), label="Held-out evaluation",
                              interactive=False, elem_id="train-eval", scale=1)
     log_box = gr.Textbox(label="Log (last lines)", lines=LOG_LINES, max_lines=LOG_LINES, autoscroll=True,
                          elem_id="train-log")
-    outputs = [job_md, bar, plot, log_box, table, start_btn, cancel_btn, resume_btn, seen]
+    jobs = gr.Dataframe(jobs_frame([]), headers=JOB_HEADERS, label="Training jobs (newest first)",
+                        interactive=False, elem_id="train-jobs")
+    outputs = [job_md, bar, plot, log_box, table, jobs, start_btn, cancel_btn, resume_btn, seen]
+    form = [base, method, epochs, max_steps, lr, batch, *advanced, heldout, data]
+    _wire(services, form, command, message,
+          {"preview": preview_btn, "start": start_btn, "cancel": cancel_btn, "resume": resume_btn})
+    timer = gr.Timer(POLL_S, active=False)
+    timer.tick(_on_tick(services, outputs), [seen], outputs, show_progress="hidden", **PRIVATE)
+    opened = [base, summary, data, defaults, jobs]
 
-    def on_tick(seen: dict, request: gr.Request, profile: gr.OAuthProfile | None):
-        if not services.policy.allows(services.policy.identify(request, profile), "train"):
-            return tuple(gr.skip() for _ in outputs)  # polls from other roles learn nothing
-        return poll(services, seen)
-
-    def on_summary(request: gr.Request, profile: gr.OAuthProfile | None):
+    def on_refresh(base: str, request: gr.Request, profile: gr.OAuthProfile | None):
         ask(services, "train", request, profile)
-        return data_summary(services)
+        return opened_values(services, base)
 
+    def on_base(base: str, request: gr.Request, profile: gr.OAuthProfile | None):
+        ask(services, "train", request, profile)
+        return defaults_markdown(services, base)
+
+    refresh_btn.click(on_refresh, [base], opened[1:], **PRIVATE)
+    base.change(on_base, [base], defaults, show_progress="hidden", **PRIVATE)
+    return opened, timer
+
+
+def _more_settings():
+    """The accordion of less common settings (empty = the base's default); returns its inputs in
+    ADVANCED's order, the preview button and the command box."""
+    with gr.Accordion("More settings (empty = the base model's default)", open=False):
+        with gr.Row():
+            lora_r = gr.Number(value=None, precision=0, label="LoRA rank")
+            lora_alpha = gr.Number(value=None, precision=0, label="LoRA alpha")
+            grad_accum = gr.Number(value=None, precision=0, label="Gradient accumulation")
+            save_steps = gr.Number(value=None, precision=0, label="Checkpoint every N steps",
+                                   elem_id="train-save-steps")
+        with gr.Row():
+            max_length = gr.Number(value=None, precision=0, label="Cutoff length (tokens)")
+            vision = gr.Radio(["lora", "frozen"], value=None, label="Vision tower (LoRA or frozen)")
+            merge = gr.Checkbox(label="Also save a merged model")
+        with gr.Row():
+            targets = gr.Dropdown(list(LORA_TARGETS), value=[], multiselect=True, elem_id="train-lora-targets",
+                                  label="LoRA target modules (empty = all linear layers)", scale=2)
+            scheduler = gr.Dropdown(list(SCHEDULERS), value=SCHEDULERS[0], label="Learning-rate scheduler",
+                                    elem_id="train-scheduler")
+            dtype = gr.Dropdown(list(DTYPES), value="auto", label="Precision (dtype)", elem_id="train-dtype")
+            report = gr.Dropdown(list(REPORTERS), value="auto", label="Report to", elem_id="train-report-to")
+        preview_btn = gr.Button("Preview command", size="sm", elem_id="train-preview")
+        command = gr.Code(label="The command this job runs", language="shell", interactive=False,
+                          elem_id="train-command")
+    advanced = [lora_r, lora_alpha, grad_accum, save_steps, max_length, vision, merge, targets, scheduler, dtype,
+                report]
+    return advanced, preview_btn, command
+
+
+def _form_values(values: tuple) -> tuple[tuple, dict, dict]:
+    """The form's values, in `form`'s order, as (main six, advanced settings, data source)."""
+    main, more, (heldout, data) = values[:6], values[6:6 + len(ADVANCED)], values[6 + len(ADVANCED):]
+    return main, dict(zip(ADVANCED, more)), {"choice": data, "heldout": heldout}
+
+
+def _wire(services, form, command, message, buttons) -> None:
     def on_start(base: str, method: str, epochs: float, max_steps: float, lr: float, batch: float,
                  lora_r: float, lora_alpha: float, grad_accum: float, save_steps: float, max_length: float,
-                 vision: str, merge: bool, request: gr.Request, profile: gr.OAuthProfile | None):
+                 vision: str, merge: bool, lora_targets: list[str], lr_scheduler_type: str, dtype: str,
+                 report_to: str, heldout: float | None, data: str, request: gr.Request,
+                 profile: gr.OAuthProfile | None):
         identity = ask(services, "train", request, profile)
-        more = dict(zip(ADVANCED, (lora_r, lora_alpha, grad_accum, save_steps, max_length, vision, merge)))
-        return start_job(services, identity, base, method, epochs, max_steps, lr, batch, more)
+        main, more, source = _form_values((base, method, epochs, max_steps, lr, batch, lora_r, lora_alpha, grad_accum,
+                                           save_steps, max_length, vision, merge, lora_targets, lr_scheduler_type,
+                                           dtype, report_to, heldout, data))
+        return start_job(services, identity, *main, more, training_source(services, **source))
 
     def on_preview(base: str, method: str, epochs: float, max_steps: float, lr: float, batch: float,
                    lora_r: float, lora_alpha: float, grad_accum: float, save_steps: float, max_length: float,
-                   vision: str, merge: bool, request: gr.Request, profile: gr.OAuthProfile | None):
+                   vision: str, merge: bool, lora_targets: list[str], lr_scheduler_type: str, dtype: str,
+                   report_to: str, heldout: float | None, data: str, request: gr.Request,
+                   profile: gr.OAuthProfile | None):
         ask(services, "train", request, profile)
-        more = dict(zip(ADVANCED, (lora_r, lora_alpha, grad_accum, save_steps, max_length, vision, merge)))
-        return preview_command(services, job_settings(services, base, method, epochs, max_steps, lr, batch, more))
+        main, more, source = _form_values((base, method, epochs, max_steps, lr, batch, lora_r, lora_alpha, grad_accum,
+                                           save_steps, max_length, vision, merge, lora_targets, lr_scheduler_type,
+                                           dtype, report_to, heldout, data))
+        return preview_command(services, job_settings(services, *main, more), training_source(services, **source))
 
     def on_cancel(request: gr.Request, profile: gr.OAuthProfile | None):
         return cancel_job(services, ask(services, "cancel", request, profile))
@@ -327,12 +388,16 @@ def _build_train(services) -> tuple[gr.Markdown, gr.Timer]:
     def on_resume(request: gr.Request, profile: gr.OAuthProfile | None):
         return resume_job(services, ask(services, "train", request, profile))
 
-    timer = gr.Timer(POLL_S, active=False)
-    timer.tick(on_tick, [seen], outputs, show_progress="hidden", **PRIVATE)
-    refresh_btn.click(on_summary, None, summary, **PRIVATE)
-    form = [base, method, epochs, max_steps, lr, batch, *advanced]
-    start_btn.click(on_start, form, message, api_name="ui_train_start", **UI)
-    preview_btn.click(on_preview, form, command, api_name="ui_train_preview", **UI)
-    cancel_btn.click(on_cancel, None, message, api_name="ui_train_cancel", **UI)
-    resume_btn.click(on_resume, None, message, api_name="ui_train_resume", **UI)
-    return summary, timer
+    buttons["start"].click(on_start, form, message, api_name="ui_train_start", **UI)
+    buttons["preview"].click(on_preview, form, command, api_name="ui_train_preview", **UI)
+    buttons["cancel"].click(on_cancel, None, message, api_name="ui_train_cancel", **UI)
+    buttons["resume"].click(on_resume, None, message, api_name="ui_train_resume", **UI)
+
+
+def _on_tick(services, outputs):
+    def on_tick(seen: dict, request: gr.Request, profile: gr.OAuthProfile | None):
+        if not services.policy.allows(services.policy.identify(request, profile), "train"):
+            return tuple(gr.skip() for _ in outputs)  # polls from other roles learn nothing
+        return poll(services, seen)
+
+    return on_tick

@@ -50,10 +50,15 @@ def _wait_for(predicate, timeout=120, what="condition"):
 
 
 def test_a_job_trains_in_its_own_process_and_is_recorded(queue, runner):
+    import json
+
+    from app.train_status import HELDOUT, TRAIN, jobs_frame, loss_frame
+
     store, _ = queue
     counts = available_corrections(store)
     assert counts["train"] + counts["heldout"] == 30 and counts["train"] > 0
-    job = runner.start(QUICK, store=store)
+    settings = QUICK | {"lora_targets": "q_proj,v_proj", "lr_scheduler_type": "linear", "eval_steps": 2}
+    job = runner.start(settings, store=store, heldout=0.2)
     assert job.status == "queued"  # start returns at once: the work happens elsewhere
     done = runner.wait(job.id, 300)
     assert done.status == "finished", done.error
@@ -62,9 +67,23 @@ def test_a_job_trains_in_its_own_process_and_is_recorded(queue, runner):
     assert set(done.evaluation) == {"before", "after"} and "token_f1" in done.evaluation["after"]
     info = runner.progress(done.id)
     assert [p["step"] for p in info["points"]] == [1, 2, 3]
+    # The held-out loss every --eval-steps (2) steps and at the end, on the job's own 20% held-out split.
+    assert [p["step"] for p in info["eval_points"]] == [2, 3] and info["eval_points"][0]["eval_loss"] > 0
     assert info["status"]["phase"] == "finished" and "train" in info["log"]
-    # Recorded in the queue's database, readable by anyone holding its URL.
+    frame = loss_frame(info["points"], info["eval_points"])
+    assert frame["split"].tolist() == [TRAIN] * 3 + [HELDOUT] * 2
+    # The settings reached the trainer: linear decay, LoRA on the attention's q and v only.
+    out = Path(done.out_dir)
+    config = json.loads((out / "training" / "training_config.json").read_text())
+    assert config["lr_scheduler_type"] == "linear" and config["lora_target_modules"] == ["q_proj", "v_proj"]
+    assert "gate_proj" not in json.loads((out / "adapter_config.json").read_text())["target_modules"]
+    manifest = json.loads((Path(done.data_dir) / "manifest.json").read_text())
+    assert manifest["split"]["train_fraction"] == 0.8
+    # Recorded in the queue's database, readable by anyone holding its URL; listed newest first.
     assert JobStore(store.url).get(job.id).status == "finished"
+    row = jobs_frame(runner.list()).iloc[0]
+    assert (row["id"], row["status"], row["base"], row["version"]) == (job.id, "finished", "demo", done.version)
+    assert row["duration"].count(":") == 1
 
 
 def test_one_job_at_a_time_cancel_and_resume(queue, runner):
@@ -114,7 +133,11 @@ def test_a_failing_job_records_its_reason_and_the_runner_carries_on(queue, runne
     assert failed.status == "failed" and failed.returncode == 2
     assert "could not load" in failed.error or "no-such-model" in failed.error, failed.error
     assert runner.active() is None
-    assert runner.wait(runner.start(QUICK, store=store).id, 300).status == "finished"
+    # Nothing held out: it trains all the same, with the training loss alone (no eval points).
+    again = runner.wait(runner.start(QUICK, store=store, heldout=0).id, 300)
+    assert again.status == "finished" and "not evaluated" in again.error
+    info = runner.progress(again.id)
+    assert len(info["points"]) == 3 and info["eval_points"] == []
 
 
 def test_starting_with_nothing_approved_is_refused_at_once(tmp_path):
