@@ -2,7 +2,7 @@
 
     result = push(store, "http://localhost:8080", token)   # project "HumanVLM captions"
     ...reviewers correct the captions in Label Studio...
-    result = pull(store, "http://localhost:8080", token)   # corrections + approvals
+    result = pull(store, "http://localhost:8080", token)   # annotate.labelstudio_pull
 
 Each task carries its queue item's id as `data.item_id`: that is the whole mapping, so no
 table is needed here and re-pushing never duplicates a task. The model draft goes in as a
@@ -16,24 +16,31 @@ and no EXIF/GPS metadata of a reviewer-facing photo ever leaves this machine. Th
 ~50-250 KB per task in Label Studio's database and in task listings, which this module
 pages through 100 tasks at a time. Items known only by URL are pushed with that URL.
 
-Pulling goes through the queue's own operations (`submit_correction`, `approve`, `skip`,
-`reassign`) with the Label Studio user's e-mail as the reviewer, so history, edit rates and
-optimistic locking apply as for any reviewer. It is idempotent: an item whose latest
-revision already holds the annotation's text by the same reviewer is left alone.
+Pulling (annotate/labelstudio_pull.py) goes through the queue's own operations, with the Label
+Studio user's e-mail as the reviewer.
+
+Overlap: an item queued with `overlap` N needs N independent reviews (annotate/reviews.py), so
+its task's own `overlap` is N. That is Label Studio's per-task count of distinct annotators: the
+field its project setting "Annotations per task" (`maximum_annotations`) writes into every task,
+and the one it reads to decide when a task is finished and whom to serve it to next. It is set
+per task because one queue mixes overlap-1 and overlap-N items in one project, where a
+project-wide N would ask N annotators for every task; a new project gets the overlap most
+pending items need as its setting, so only the other tasks take a request each. Label Studio
+rewrites the tasks' overlap whenever that setting changes; the next push puts them back.
+Gold items are never pushed: their draft is the reference caption, which reviewers must not see.
 """
 
 from __future__ import annotations
 
 import base64
 import contextlib
-import json
 import xml.etree.ElementTree as ET
 from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
-from annotate.errors import ConflictError, InvalidInput, InvalidTransition, ItemNotFound
+from annotate.errors import InvalidInput
 from annotate.records import FIELDS, Item
 
 DEFAULT_PROJECT = "HumanVLM captions"
@@ -102,17 +109,7 @@ class PushResult:
     pushed: int  # new tasks created by this push
     already_pushed: int  # pending items whose task was already in the project
     failed: tuple[tuple[int, str], ...] = ()  # (item id, why) for images that could not be read
-
-
-@dataclass(frozen=True)
-class PullResult:
-    project_id: int
-    approved: int = 0  # items corrected and approved from an annotation
-    skipped: int = 0  # items skipped because their annotation was skipped in Label Studio
-    unchanged: int = 0  # annotations already pulled before
-    unknown: int = 0  # annotated tasks with no matching item (id and image) in this queue
-    # (item id, why) left as they are: decided or held locally by someone else, or unusable
-    conflicts: tuple[tuple[int, str], ...] = ()
+    gold: int = 0  # pending gold items, kept back: their draft is the reference caption
 
 
 # ---- connection, errors, project ---------------------------------------------------------
@@ -186,40 +183,55 @@ def push(store, url: str, token: str, project: str = DEFAULT_PROJECT, limit: int
          progress: Callable[[int], None] | None = None) -> PushResult:
     """Create (or reuse by title) the project and add every pending item not yet in it.
 
-    `limit` caps the number of new tasks; `progress(n)` is called after each batch of n.
+    A task asks for as many annotators as its item needs reviews (set again on tasks already
+    there); gold items are kept back. `limit` caps the number of new tasks; `progress(n)` is
+    called after each batch of n.
     """
     if limit is not None and limit < 0:
         raise InvalidInput("--limit must be 0 or more")
     client = connect(url, token)
     with translated_errors(url):
-        found, created = ensure_project(client, project)
+        found = find_project(client, project)
+        created = found is None
+        if created:
+            found = create_project(client, project, _usual_overlap(store))
         fields = project_fields(found.label_config, project)
-        existing = set(_pushed_images(client, found.id))
-        pushed, already, failed, batch = 0, 0, [], []
+        existing = _pushed_tasks(client, found.id)
+        imported_overlap = found.maximum_annotations or 1  # what Label Studio gives new tasks
+        pushed, already, gold, failed, batch = 0, 0, 0, [], []
         for item in _pending_items(store):
-            if (item.id, item.image.sha256) in existing:
+            if item.gold:
+                gold += 1
+                continue
+            task = existing.get((item.id, item.image.sha256))
+            if task is not None:
                 already += 1
+                if task.overlap != item.overlap:
+                    ask_for_reviews(client, task.id, item.overlap, task.total_annotations or 0)
                 continue
             if limit is not None and pushed + len(batch) >= limit:
                 break
             try:
-                batch.append(build_task(item, fields))
+                batch.append((build_task(item, fields), item.overlap))
             except ValueError as exc:  # model.images.ImageError: missing or unreadable file
                 failed.append((item.id, str(exc)))
             if len(batch) == PAGE:
-                pushed += _import(client, found.id, batch, progress)
-        pushed += _import(client, found.id, batch, progress)
-    return PushResult(found.id, project, created, pushed, already, tuple(failed))
+                pushed += _import(client, found.id, batch, imported_overlap, progress)
+        pushed += _import(client, found.id, batch, imported_overlap, progress)
+    return PushResult(found.id, project, created, pushed, already, tuple(failed), gold)
 
 
-def ensure_project(client, title: str):
-    """(project, created): the project titled `title`, created with LABEL_CONFIG if missing."""
-    found = find_project(client, title)
-    if found is not None:
-        return found, False
-    created = client.projects.create(title=title, label_config=LABEL_CONFIG,
-                                     description="Correct the model's captions of people.")
-    return created, True
+def create_project(client, title: str, annotations_per_task: int = 1):
+    """A project titled `title` with LABEL_CONFIG whose new tasks ask `annotations_per_task`
+    annotators (maximum_annotations)."""
+    return client.projects.create(title=title, label_config=LABEL_CONFIG, maximum_annotations=annotations_per_task,
+                                  description="Correct the model's captions of people.")
+
+
+def _usual_overlap(store) -> int:
+    """The overlap most pending items need: other tasks take a request each (~0.2 s on 2 cores)."""
+    overlaps = Counter(item.overlap for item in _pending_items(store) if not item.gold)
+    return overlaps.most_common(1)[0][0] if overlaps else 1
 
 
 def _pending_items(store) -> Iterator[Item]:
@@ -229,18 +241,31 @@ def _pending_items(store) -> Iterator[Item]:
         after = page[-1].id
 
 
-def _pushed_images(client, project_id: int) -> Iterator[tuple[int, str]]:
-    """(item id, image sha256) of every task in the project."""
+def _pushed_tasks(client, project_id: int) -> dict[tuple[int, str], Any]:
+    """Every task in the project by (item id, image sha256)."""
+    tasks = {}
     for task in client.tasks.list(project=project_id, page_size=PAGE):
         data = task.data or {}
-        yield data.get("item_id"), data.get("image_sha256")
+        tasks[data.get("item_id"), data.get("image_sha256")] = task
+    return tasks
 
 
-def _import(client, project_id: int, batch: list[dict], progress) -> int:
-    """Send the batch as one import request and empty it; returns how many tasks were sent."""
+def ask_for_reviews(client, task_id: int, overlap: int, annotations: int = 0) -> None:
+    """Make Label Studio ask `overlap` distinct annotators for the task; `is_labeled` follows the
+    rule Label Studio applies itself after a settings change (annotations >= overlap)."""
+    client.tasks.update(id=str(task_id), overlap=overlap, is_labeled=annotations >= overlap)
+
+
+def _import(client, project_id: int, batch: list[tuple[dict, int]], imported_overlap: int, progress) -> int:
+    """Send the batch of (task, overlap) as one import request, set the overlap of tasks that
+    need another than Label Studio gave them, and empty the batch; returns how many were sent."""
     if not batch:
         return 0
-    client.projects.import_tasks(id=project_id, request=batch)
+    created = client.projects.import_tasks(id=project_id, request=[task for task, _ in batch],
+                                           return_task_ids=True)
+    for task_id, (_, overlap) in zip(created.task_ids, batch):  # in the order sent
+        if overlap != imported_overlap:
+            ask_for_reviews(client, task_id, overlap)
     sent = len(batch)
     batch.clear()
     if progress:
@@ -282,148 +307,3 @@ def textarea_results(texts: dict[str, str], fields: tuple[str, ...] = FIELDS) ->
         {"from_name": name, "to_name": "image", "type": "textarea", "value": {"text": [text]}}
         for name, text in texts.items() if name in names and text and text.strip()
     ]
-
-
-# ---- pull --------------------------------------------------------------------------------
-
-# Tasks with at least one submitted or skipped annotation (the server ignores `only_annotated`).
-_ANNOTATED = {"filters": {"conjunction": "or", "items": [
-    {"filter": "filter:tasks:total_annotations", "operator": "greater", "type": "Number", "value": 0},
-    {"filter": "filter:tasks:cancelled_annotations", "operator": "greater", "type": "Number", "value": 0},
-]}}
-
-
-@dataclass(frozen=True)
-class Annotation:
-    """The latest annotation of a task, reduced to what the queue needs."""
-
-    item_id: int
-    image_sha256: str | None
-    reviewer: str
-    cancelled: bool
-    caption: str
-    fields: dict[str, str]
-
-
-def pull(store, url: str, token: str, project: str = DEFAULT_PROJECT) -> PullResult:
-    """Bring every task's latest annotation back as an approved correction (or a skip).
-
-    Items decided locally by someone else, or held by another reviewer right now, are left as
-    they are and reported in `conflicts`; nothing is overwritten.
-    """
-    client = connect(url, token)
-    counts, conflicts = Counter(), []
-    with translated_errors(url):
-        found = find_project(client, project)
-        if found is None:
-            raise ProjectNotFound(project, url)
-        reviewers = _Reviewers(client)
-        tasks = client.tasks.list(project=found.id, fields="all", page_size=PAGE,
-                                  query=json.dumps(_ANNOTATED))
-        for task in tasks:
-            annotation = read_annotation(task, reviewers)
-            try:
-                counts[apply_annotation(store, annotation) if annotation else "unknown"] += 1
-            except ItemNotFound:
-                counts["unknown"] += 1
-            except (ConflictError, InvalidTransition, InvalidInput) as exc:
-                conflicts.append((annotation.item_id, str(exc)))
-    return PullResult(found.id, counts["approved"], counts["skipped"], counts["unchanged"],
-                      counts["unknown"], tuple(conflicts))
-
-
-class _Reviewers:
-    """Label Studio user id -> reviewer name (e-mail, else username), looked up once each."""
-
-    def __init__(self, client):
-        self._client = client
-        self._names: dict[int, str] = {}
-
-    def name(self, user_id: int) -> str:
-        if user_id not in self._names:
-            user = self._client.users.get(id=user_id)
-            self._names[user_id] = user.email or user.username or f"label-studio-user-{user_id}"
-        return self._names[user_id]
-
-
-def read_annotation(task, reviewers: _Reviewers) -> Annotation | None:
-    """The task's most recent annotation (several annotators: the latest wins), or None when
-    the task was not pushed from this queue or has no annotation."""
-    item_id = (task.data or {}).get("item_id")
-    annotations = [a for a in (task.annotations or []) if _get(a, "completed_by") is not None]
-    if not isinstance(item_id, int) or not annotations:
-        return None
-    latest = max(annotations, key=lambda a: (str(_get(a, "updated_at")), _get(a, "id")))
-    texts = _texts(_get(latest, "result") or [])
-    return Annotation(
-        item_id=item_id,
-        image_sha256=(task.data or {}).get("image_sha256"),
-        reviewer=reviewers.name(_user_id(_get(latest, "completed_by"))),
-        cancelled=bool(_get(latest, "was_cancelled")),
-        caption=texts.get("caption", ""),
-        fields={name: texts[name] for name in FIELDS if texts.get(name)},
-    )
-
-
-def _get(obj, name: str):
-    """Task listings give annotations as dicts; typed SDK models give attributes."""
-    return obj.get(name) if isinstance(obj, dict) else getattr(obj, name, None)
-
-
-def _user_id(completed_by) -> int:
-    return completed_by["id"] if isinstance(completed_by, dict) else int(completed_by)
-
-
-def _texts(result: list) -> dict[str, str]:
-    out = {}
-    for region in result:
-        if _get(region, "type") == "textarea":
-            lines = (_get(region, "value") or {}).get("text") or []
-            out[_get(region, "from_name")] = "\n".join(str(line) for line in lines).strip()
-    return out
-
-
-def apply_annotation(store, annotation: Annotation) -> str:
-    """Apply one annotation through the queue; returns "approved", "skipped" or "unchanged".
-
-    Raises ConflictError / InvalidTransition when the item is not ours to change.
-    """
-    item = store.get_item(annotation.item_id)
-    if item.image.sha256 != annotation.image_sha256:  # pushed from another queue
-        raise ItemNotFound(annotation.item_id)
-    who = annotation.reviewer
-    if annotation.cancelled:
-        if item.status == "skipped" and item.decided_by == who:
-            return "unchanged"
-        store.skip(item.id, who, expected_version=_reopen(store, item, who))
-        return "skipped"
-    if not annotation.caption:
-        raise InvalidInput(f"the Label Studio annotation of item {item.id} has no caption")
-    same_text = _latest_revision_is(item, annotation)
-    if item.status == "approved" and same_text and item.decided_by == who:
-        return "unchanged"
-    version = _reopen(store, item, who)
-    if not same_text:
-        version = store.submit_correction(item.id, who, annotation.caption, version,
-                                          fields=annotation.fields)
-    store.approve(item.id, who, expected_version=version)
-    return "approved"
-
-
-def _latest_revision_is(item: Item, annotation: Annotation) -> bool:
-    if not item.history:
-        return False
-    latest = item.history[-1]
-    return (latest.caption, latest.fields, latest.reviewer) == (
-        annotation.caption, annotation.fields, annotation.reviewer)
-
-
-def _reopen(store, item: Item, reviewer: str) -> int:
-    """The version to act on: an item this reviewer decided before (from an earlier pull) goes
-    back to pending first; a decision by anyone else is theirs to keep."""
-    if item.status in ("approved", "rejected"):
-        if item.decided_by != reviewer:
-            raise ConflictError(f"item {item.id} was already {item.status} by {item.decided_by} "
-                                "in this queue; left as it is")
-        return store.reassign(item.id)
-    return item.version

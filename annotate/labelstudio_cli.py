@@ -1,8 +1,9 @@
 """`labelstudio push` and `labelstudio pull`: the review queue and a Label Studio project.
 
-A thin layer over `annotate.labelstudio`: parse flags, open the store, call, print a summary.
-The token comes from --token or LABEL_STUDIO_API_KEY (never a default); the server URL from
---url or LABEL_STUDIO_URL.
+A thin layer over `annotate.labelstudio` and `annotate.labelstudio_pull`: parse flags, open the
+store, call, print a summary. The token comes from --token or LABEL_STUDIO_API_KEY (never a
+default); the server URL from --url or LABEL_STUDIO_URL. Exit status: 0 done, 1 (PARTIAL) items
+or annotations were left out (each reported on stderr), 2 nothing was done (a clear error).
 """
 
 from __future__ import annotations
@@ -20,7 +21,9 @@ def register(subparsers) -> None:
     parser = subparsers.add_parser(
         "labelstudio", help="push pending items to Label Studio, pull the annotations back",
         description="Review in Label Studio: `push` sends pending queue items as tasks with the "
-        "model draft as a prediction; `pull` brings the annotations back as approved corrections.",
+        "model draft as a prediction (an item needing N reviews asks N annotators; gold items stay "
+        "back); `pull` brings the annotations back as approved corrections, or as each annotator's "
+        "own review. Exit status 1 when annotations or items were left out (each reported).",
     )
     commands = parser.add_subparsers(dest="labelstudio_command", metavar="{push,pull}", required=True)
     push = commands.add_parser("push", help="create or reuse the project and add pending items as tasks")
@@ -56,7 +59,7 @@ def _token(args) -> str:
 def run_push(args) -> int:
     from tqdm import tqdm
 
-    from annotate.cli import open_store
+    from annotate.cli import PARTIAL, open_store
     from annotate.labelstudio import push
 
     token = _token(args)
@@ -70,22 +73,23 @@ def run_push(args) -> int:
     created = "created" if result.project_created else "existing"
     print(f"{result.pushed} tasks pushed to {created} project {result.project_title!r} "
           f"(id {result.project_id}) at {args.url}; {result.already_pushed} pending items "
-          "were already there")
+          f"were already there; {result.gold} gold items kept back")
     for item_id, why in result.failed:
         print(f"item {item_id} not pushed: {why}", file=sys.stderr)
-    return 1 if result.failed else 0
+    return PARTIAL if result.failed else 0
 
 
 def run_pull(args) -> int:
-    from annotate.cli import open_store
-    from annotate.labelstudio import pull
+    from annotate.cli import PARTIAL, open_store
+    from annotate.labelstudio_pull import pull
 
     token = _token(args)
     with open_store(args) as store:
         result = pull(store, args.url, token, project=args.project)
-    print(f"{result.approved} approved, {result.skipped} skipped, {result.unchanged} unchanged, "
-          f"{len(result.conflicts)} conflicts, {result.unknown} tasks not from this queue "
-          f"(project {args.project!r}, id {result.project_id})")
+    print(f"{result.approved} approved, {result.skipped} skipped, {result.reviews} reviews recorded "
+          f"({result.decided} items decided, {result.waiting} waiting for more reviewers), "
+          f"{result.unchanged} unchanged, {len(result.conflicts)} left out, {result.unknown} tasks "
+          f"not from this queue (project {args.project!r}, id {result.project_id})")
     for item_id, why in result.conflicts:
         print(f"item {item_id} left as it is: {why}", file=sys.stderr)
-    return 1 if result.conflicts else 0
+    return PARTIAL if result.conflicts else 0

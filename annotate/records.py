@@ -89,6 +89,7 @@ class Item:
     overlap: int = 1  # independent reviews the item needs
     tags: tuple[str, ...] = ()  # reason tags of the latest correction
     final_source: str | None = None  # overlap items: "medoid:<reviewer>", "pick:<reviewer>", "merge"
+    gold: bool = False  # a gold (scoring) item: never pushed to Label Studio, never exported
 
 
 @dataclass(frozen=True)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 from collections import defaultdict
+from datetime import timedelta
 
 from sqlalchemy import Connection, func, select
 
@@ -16,7 +17,7 @@ from annotate import reviews, views
 from annotate.agreement import changed_spans, summarize
 from annotate.checks import check_caption, check_name
 from annotate.errors import InvalidInput, InvalidTransition
-from annotate.records import TAGS, Disagreement, Review
+from annotate.records import TAGS, Disagreement, Item, Review
 from annotate.reviews import REVIEWS
 from annotate.views import ITEMS
 
@@ -29,6 +30,24 @@ class TeamReview:
         with self.engine.connect() as conn:
             self._get(conn, item_id)
             return reviews.reviews_of(conn, item_id)
+
+    def claim_item(self, item_id: int, reviewer: str, lease_seconds: float | None = None) -> Item:
+        """Start `reviewer`'s independent review of this overlap item (or renew the claim they
+        hold), as `claim_next` does when it picks the item: for reviews made outside the app
+        (Label Studio). Returns the item as they see it; pass its version as `expected_version`.
+        Refused when the item is not a pending overlap item, or all its reviewers are in."""
+        reviewer = check_name(reviewer)
+        lease = timedelta(seconds=self.lease_seconds if lease_seconds is None else lease_seconds)
+        with self._lease.begin() as conn:
+            row, now = self._get(conn, item_id, lock=True), self._clock()
+            if row["overlap"] < 2 or row["gold_caption"] is not None:
+                raise InvalidTransition(f"item {item_id} is not an item with several independent reviews")
+            if row["status"] != "pending":
+                raise InvalidTransition(f"item {item_id} is already {row['status']}; it takes no more reviews")
+            review = reviews.mine(conn, item_id, reviewer)
+            if review is not None and review["status"] == "in_review" and review["lease_expires_at"] > now:
+                return self._seen_by(conn, reviews.renew(conn, review, now, lease))
+            return self._seen_by(conn, reviews.start(conn, row, reviewer, now, lease))
 
     def agreement(self) -> dict:
         """Token-F1 agreement between independent corrections: overall, per reviewer, per item."""

@@ -91,6 +91,7 @@ def to_item(row, files: ImageFiles, revisions=(), actions=()) -> Item:
         overlap=row["overlap"],
         tags=tuple(json.loads(row["tags_json"])) if row["tags_json"] else (),
         final_source=row["final_source"],
+        gold=row["gold_caption"] is not None,
     )
 
 

@@ -20,10 +20,10 @@ from annotate.labelstudio import (
     BadToken,
     ProjectNotFound,
     ServerUnreachable,
-    pull,
     push,
     textarea_results,
 )
+from annotate.labelstudio_pull import pull
 from annotate.records import Draft
 from annotate.store import Store
 from tests.labelstudio_server import free_port
@@ -214,7 +214,102 @@ def test_cli_push_and_pull(labelstudio_server, tmp_path, monkeypatch, capsys, re
 
 
 def test_cli_module_imports_nothing_heavy(request):
-    code = ("import sys, annotate.labelstudio_cli, annotate.labelstudio; "
+    code = ("import sys, annotate.labelstudio_cli, annotate.labelstudio, annotate.labelstudio_pull; "
             "heavy = [m for m in ('label_studio_sdk', 'httpx', 'torch') if m in sys.modules]; "
             "assert not heavy, heavy")
     subprocess.run([sys.executable, "-c", code], check=True, cwd=request.config.rootpath)
+
+
+# ---- team review: items that need several independent reviews ------------------------------
+
+@pytest.fixture
+def second_user(ls):
+    """Another Label Studio user of the same organization (the test user is the first)."""
+    return ls.users.create(username=f"second-{uuid.uuid4().hex[:8]}",
+                           email=f"second-{uuid.uuid4().hex[:8]}@example.com")
+
+
+def team_snapshot(store: Store, ids: list[int]) -> list[tuple]:
+    return history_snapshot(store, ids) + [store.reviews(i) for i in ids]
+
+
+def decided_in_app(tmp_path, image: Image.Image, reviews: list[tuple[str, str]]):
+    """The same overlap-2 item reviewed in the app's own Review flow, in the same order."""
+    with Store(url=f"sqlite:///{tmp_path / 'in-app.db'}", data_dir=tmp_path / "in-app") as other:
+        item_id = other.enqueue(image, Draft("demo", "demo-0.1", caption="A plain square."), overlap=2)
+        for who, caption in reviews:
+            claimed = other.claim_next(who)
+            other.approve(item_id, who, other.submit_correction(item_id, who, caption, claimed.version))
+        return other.get_item(item_id)
+
+
+def test_overlap_items_become_independent_reviews(labelstudio_server, ls, store, project, second_user,
+                                                   tmp_path, capsys):
+    """Overlap-2 items ask Label Studio for two annotators; each annotator's newest annotation
+    comes back as their own review, deciding the item as the app's Review tab would."""
+    from annotate.agreement import token_f1
+    from annotate.blobs import url_identity
+    from annotate.records import NewItem
+    from app.cli import main
+
+    url, token = labelstudio_server
+    me = ls.users.whoami().email
+    squares = [Image.new("RGB", (64 + n, 48), (40 * n, 90, 160)) for n in range(4)]
+    draft = Draft("demo", "demo-0.1", caption="A plain square.")
+    in_app, two, waits, single = (store.enqueue(image, draft, overlap=1 if n == 3 else 2)
+                                  for n, image in enumerate(squares))
+    gold_url = "https://example.org/gold.jpg"
+    store.enqueue_many([NewItem(url_identity(gold_url), "url", Draft("ref", "gold", caption="The reference."),
+                                url=gold_url)], gold=True)
+    # The test user reviews one overlap item in the app before anything is pushed.
+    claimed = store.claim_next(me)
+    assert claimed.id == in_app
+    store.approve(in_app, me, store.submit_correction(in_app, me, "Reviewed in the app.", claimed.version))
+
+    pushed = push(store, url, token, project=project)
+    assert (pushed.pushed, pushed.already_pushed, pushed.gold) == (4, 0, 1)
+    tasks = tasks_by_item(ls, pushed.project_id)
+    assert sorted(tasks) == [in_app, two, waits, single]  # the gold item's reference never leaves
+    assert {i: t.overlap for i, t in tasks.items()} == {in_app: 2, two: 2, waits: 2, single: 1}
+    assert ls.projects.get(id=pushed.project_id).maximum_annotations == 2  # what most items need
+
+    def annotate(item_id, caption, user=None):
+        extra = {} if user is None else {"completed_by": user.id}
+        ls.annotations.create(id=tasks[item_id].id, result=textarea_results({"caption": caption}), **extra)
+
+    annotate(two, "A first try at the square.")  # replaced by the same user's newer annotation
+    annotate(two, "A blue square on a plain background.")
+    annotate(two, "A square, blue, plain background, nothing else.", second_user)
+    annotate(waits, "Only one reviewer so far.", second_user)
+    annotate(in_app, "The same user again, in Label Studio.")  # must not count twice
+    annotate(single, "The one review it needs.", second_user)
+
+    pulled = pull(store, url, token, project=project)
+    assert (pulled.reviews, pulled.decided, pulled.waiting, pulled.approved) == (3, 1, 2, 1)
+    assert [i for i, _ in pulled.conflicts] == [in_app] and "already reviewed" in pulled.conflicts[0][1]
+    mine, theirs = "A blue square on a plain background.", "A square, blue, plain background, nothing else."
+    decided = store.get_item(two)
+    expected = decided_in_app(tmp_path, squares[1], [(me, mine), (second_user.email, theirs)])
+    assert (decided.status, decided.caption, decided.final_source, decided.edit_rate) == (
+        expected.status, expected.caption, expected.final_source, expected.edit_rate)
+    assert decided.status == "approved" and decided.final_source.startswith("medoid:")
+    assert store.agreement()["by_item"] == {two: round(token_f1(mine, theirs), 4)}
+    assert [(r.reviewer, r.status) for r in store.reviews(two)] == [(me, "approved"), (second_user.email, "approved")]
+    assert [(r.reviewer, r.status) for r in store.reviews(waits)] == [(second_user.email, "approved")]
+    assert store.get_item(waits).status == "pending" and [r.reviewer for r in store.reviews(in_app)] == [me]
+    assert (store.get_item(single).status, store.get_item(single).decided_by) == ("approved", second_user.email)
+
+    # Pulling again (through the CLI) records nothing, changes nothing, and says what is left out.
+    before = team_snapshot(store, [in_app, two, waits, single])
+    assert main(["labelstudio", "pull", "--url", url, "--token", token, "--project", project,
+                 "--db", store.url, "--data-dir", str(store.data_dir)]) == 1  # PARTIAL: one left out
+    out, err = capsys.readouterr()
+    assert "0 reviews recorded (0 items decided, 2 waiting for more reviewers)" in out
+    assert "1 left out" in out and f"item {in_app} left as it is" in err
+    assert team_snapshot(store, [in_app, two, waits, single]) == before
+
+    # A change of the project's "Annotations per task" rewrites the tasks' overlap; a push puts it back.
+    ls.projects.update(id=pushed.project_id, maximum_annotations=3)
+    assert push(store, url, token, project=project).already_pushed == 2
+    tasks = tasks_by_item(ls, pushed.project_id)
+    assert (tasks[waits].overlap, tasks[in_app].overlap, tasks[waits].is_labeled) == (2, 2, False)
