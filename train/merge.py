@@ -30,14 +30,19 @@ def merge_into(out: Path, options, vlm, trained) -> dict:
     """Merge `trained` (the PeftModel) into its base and save it in OUT; the adapter goes to OUT/adapter.
 
     Returns the dtype written and the process's peak resident memory so far (MB)."""
+    return save_merged(out, options.base, vlm, trained, _move_adapter(out), options.cache_dir)
+
+
+def save_merged(out: Path, base: str, vlm, trained, adapter_dir: Path, cache_dir: str | None = None) -> dict:
+    """Merge `trained` (a PeftModel over `vlm`'s weights, its adapter in `adapter_dir`) into `base`
+    and save the whole model in OUT (also used by the Models tab's Merge, train/manage.py)."""
     import torch
 
-    adapter_dir = _move_adapter(out)
-    dtype = base_dtype(options.base, vlm)
+    dtype = base_dtype(base, vlm)
     if vlm.info.quant == "none":
         merged = trained.merge_and_unload()  # in place: LoRA layers replaced by their merged Linear
     else:
-        merged = _merge_from_16bit(options, dtype, adapter_dir)
+        merged = _merge_from_16bit(base, cache_dir, dtype, adapter_dir)
     merged.to(getattr(torch, dtype))  # in place, module by module
     merged.save_pretrained(str(out), max_shard_size=MAX_SHARD)
     vlm.processor.save_pretrained(str(out))
@@ -69,11 +74,10 @@ def _move_adapter(out: Path) -> Path:
     return adapter_dir
 
 
-def _merge_from_16bit(options, dtype: str, adapter_dir: Path):
+def _merge_from_16bit(base: str, cache_dir: str | None, dtype: str, adapter_dir: Path):
     from peft import PeftModel
 
     from model.loader import LoadConfig, load_model
 
-    base = load_model(LoadConfig(model=options.base, device="cpu", dtype=dtype, quant="none",
-                                 cache_dir=options.cache_dir))
-    return PeftModel.from_pretrained(base.model, str(adapter_dir)).merge_and_unload()
+    loaded = load_model(LoadConfig(model=base, device="cpu", dtype=dtype, quant="none", cache_dir=cache_dir))
+    return PeftModel.from_pretrained(loaded.model, str(adapter_dir)).merge_and_unload()

@@ -82,7 +82,7 @@ def save_version(trainer, vlm, resolved, data, result, out: Path) -> dict:
                                    "libraries": _library_versions()}
     stands_alone = options.method == "full" or options.merge
     meta = {
-        "version": _version_id(out, config, manifest, metrics),
+        "version": version_id(out, config, manifest["sha256"], metrics),
         "base": base_ref, "base_version": vlm.info.version,
         "base_is_demo": resolved.is_demo, "method": options.method, "merged": options.merge,
         # Relative to OUT (".": this folder), resolved by train.versions.read_version.
@@ -135,8 +135,9 @@ def resolved_load(load: dict, out: Path) -> dict:
     return {"model": resolve(load.get("model")), "adapter": resolve(load.get("adapter"))}
 
 
-def _version_id(out: Path, config: dict, manifest: dict, metrics: dict) -> str:
-    digest = hashlib.sha256(json.dumps([config, manifest["sha256"], metrics, datetime.now(timezone.utc).isoformat()],
+def version_id(out: Path, *parts) -> str:
+    """`<folder name>-<8 hex digits>`: the hex digits hash `parts` and the time, so every run differs."""
+    digest = hashlib.sha256(json.dumps([*parts, datetime.now(timezone.utc).isoformat()],
                                        sort_keys=True, default=str).encode())
     slug = "".join(c if c.isalnum() or c in "-_." else "-" for c in out.name)[:40] or "version"
     return f"{slug}-{digest.hexdigest()[:8]}"

@@ -4,7 +4,11 @@ Every output folder holds `studio_version.json` (read by model.loader as the ver
 
     {"version": "shapes-lora-3f2a9c1e", "base": "demo", "base_version": "demo-v2",
      "method": "lora", "merged": false, "load": {"model": "demo", "adapter": "."},
-     "created_at": "...", "data": {...}, "metrics": {...}}
+     "created_at": "...", "data": {...}, "metrics": {...},
+     "name": "spring-fixes", "merged_from": "..."}   (both optional: train/manage.py)
+
+The version id never changes; `name` is a human name an admin may give it (unique, validated).
+Folders whose name starts with "." (a merge being built, a deletion under way) are never listed.
 
 `load` paths are relative to the folder ("." is the folder itself), so the folder can move or be
 pushed to the Hub; read_version resolves them (absolute paths of older versions still work).
@@ -34,6 +38,8 @@ class ModelVersion:
     load: dict  # {"model": ..., "adapter": ... or None}: the LoadConfig fields that serve it
     data: dict = field(default_factory=dict)
     metrics: dict = field(default_factory=dict)
+    name: str | None = None  # a human name given in the Models tab
+    merged_from: str | None = None  # the version id this merged version was folded from
 
     def load_config(self, template):
         """A model.loader.LoadConfig serving this version (device, dtype... kept from `template`)."""
@@ -52,7 +58,8 @@ class ModelVersion:
         return None
 
     def label(self) -> str:
-        return f"{self.version} ({self.method} on {self.base}, {self.created_at[:16].replace('T', ' ')})"
+        named = f"{self.name} · " if self.name else ""
+        return f"{named}{self.version} ({self.method} on {self.base}, {self.created_at[:16].replace('T', ' ')})"
 
 
 def read_version(folder: str | Path) -> ModelVersion | None:
@@ -69,7 +76,8 @@ def read_version(folder: str | Path) -> ModelVersion | None:
         version=meta["version"], path=Path(folder).resolve(), base=meta.get("base", "?"),
         base_version=meta.get("base_version", ""), method=meta.get("method", "?"), merged=bool(meta.get("merged")),
         created_at=meta.get("created_at", ""), base_is_demo=bool(meta.get("base_is_demo")), load=resolved_load(meta["load"], Path(folder).resolve()),
-        data=meta.get("data", {}), metrics=meta.get("metrics", {}))
+        data=meta.get("data", {}), metrics=meta.get("metrics", {}), name=meta.get("name") or None,
+        merged_from=meta.get("merged_from"))
 
 
 def list_versions(root: str | Path) -> list[ModelVersion]:
@@ -77,7 +85,7 @@ def list_versions(root: str | Path) -> list[ModelVersion]:
     root = Path(root)
     if not root.is_dir():
         return []
-    found = [read_version(p) for p in root.iterdir() if p.is_dir()]
+    found = [read_version(p) for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")]
     return sorted((v for v in found if v is not None), key=lambda v: v.created_at, reverse=True)
 
 
