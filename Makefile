@@ -15,8 +15,10 @@ ARGS ?=
 run: install
 	$(BIN)/python app.py $(ARGS)
 
+# The tests run on up to 4 workers (pytest-xdist), a file at a time each: most of them wait on a
+# browser, a server or a subprocess, so even 2 cores finish in about half the time.
 test: install-dev chromium labelstudio postgresql transformers4
-	$(BIN)/python -m pytest $(ARGS)
+	$(BIN)/python -m pytest -n auto --maxprocesses 4 --dist loadfile $(ARGS)
 
 bench: install-dev postgresql labelstudio
 	$(BIN)/python -m tests.perf.run_all $(ARGS)

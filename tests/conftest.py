@@ -15,7 +15,12 @@ import pytest
 
 _SESSION_DIR = Path(tempfile.mkdtemp(prefix="humanvlm-tests-"))
 os.environ["HUMANVLM_CACHE"] = str(_SESSION_DIR / "cache")
-os.environ.setdefault("HUMANVLM_DATA_DIR", str(_SESSION_DIR / "data"))
+os.environ["GRADIO_TEMP_DIR"] = str(_SESSION_DIR / "gradio")  # uploads and downloads, removed at the end
+# A data folder of this process's own (each pytest-xdist worker inherits the controller's
+# environment: the flag says the folder was ours, not one the user set).
+if "HUMANVLM_DATA_DIR" not in os.environ or os.environ.get("HUMANVLM_TESTS_OWN_DATA_DIR"):
+    os.environ["HUMANVLM_DATA_DIR"] = str(_SESSION_DIR / "data")
+    os.environ["HUMANVLM_TESTS_OWN_DATA_DIR"] = "1"
 os.environ["HF_HUB_OFFLINE"] = "1"
 os.environ["GRADIO_ANALYTICS_ENABLED"] = "False"
 os.environ["HF_HUB_DISABLE_TELEMETRY"] = "1"
@@ -32,6 +37,19 @@ def run_app(*args, env: dict | None = None, timeout: float = 300) -> subprocess.
     """`python app.py ARGS...` as a user would run it, from the repository root."""
     return subprocess.run([sys.executable, "app.py", *args], cwd=REPO, capture_output=True, text=True,
                           timeout=timeout, env={**os.environ, **(env or {})})
+
+
+def pytest_collection_modifyitems(items):
+    """The slow files first: with several workers (make test: pytest-xdist, one file per worker
+    at a time) the longest ones start at once instead of being the tail of the run."""
+    slow = lambda item: item.get_closest_marker("slow") is None  # noqa: E731  (False sorts first)
+    items.sort(key=slow)
+
+
+def pytest_sessionfinish(session):
+    import shutil
+
+    shutil.rmtree(_SESSION_DIR, ignore_errors=True)
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])
