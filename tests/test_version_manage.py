@@ -72,6 +72,7 @@ def _tree(models: Path) -> dict:
 
 def test_a_name_is_validated_stored_atomically_and_accepted_wherever_a_version_is(services):
     from app.models_tab import rename, refresh_models, version_by_name, versions_frame
+    from train.push import find_version
     from train.versions import read_version
 
     admin, models = _admin(), services.models
@@ -82,6 +83,7 @@ def test_a_name_is_validated_stored_atomically_and_accepted_wherever_a_version_i
     assert [p.name for p in (models / "v1").iterdir() if p.name.endswith(".tmp")] == []
     assert version_by_name(services, "spring-fixes") == str(models / "v1")
     assert version_by_name(services, "v1-id") == version_by_name(services, "v1") == str(models / "v1")
+    assert find_version("spring-fixes", str(models)).path == models / "v1"  # `python app.py push spring-fixes`
     assert versions_frame(services).set_index("version").loc["v1-id", "name"] == "spring-fixes"
     table, chosen, *_ = refresh_models(services, keep=str(models / "v1"))
     assert chosen.value == str(models / "v1")

@@ -23,7 +23,8 @@ def register(subparsers) -> None:
         "push", help="upload a trained version to the Hugging Face Hub as a model repository",
         description="Upload a version folder written by `train` (model card, adapter or model, processor, "
                     "TensorBoard runs) as a model repository. Token: $HF_TOKEN or `hf auth login`.")
-    p.add_argument("version", metavar="VERSION", help="the version folder, or a version id under --models-dir")
+    p.add_argument("version", metavar="VERSION", help="the version folder, or a version id or name "
+                   "(given in the Models tab) under --models-dir")
     p.add_argument("--repo", required=True, metavar="OWNER/NAME", help="the model repository (created if missing)")
     p.add_argument("--private", action="store_true", help="create the repository private")
     p.add_argument("--dataset", action="append", default=[], metavar="OWNER/NAME",
@@ -36,7 +37,7 @@ def register(subparsers) -> None:
 
 
 def find_version(name: str, models_dir: str | None = None):
-    """The ModelVersion for a folder path or a version id."""
+    """The ModelVersion for a folder path, a version id or a version's name."""
     from train.versions import VERSION_FILE, list_versions, read_version
 
     if Path(name).is_dir():
@@ -46,9 +47,9 @@ def find_version(name: str, models_dir: str | None = None):
         return version
     root = Path(models_dir or os.environ.get("HUMANVLM_MODELS_DIR") or _data_dir() / "models")
     for version in list_versions(root):
-        if version.version == name:
+        if name in (version.version, version.name):
             return version
-    raise TrainError(f"no version folder or version id {name!r} (looked in {root})")
+    raise TrainError(f"no version folder, version id or name {name!r} (looked in {root})")
 
 
 def _data_dir() -> Path:
