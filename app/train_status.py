@@ -16,6 +16,7 @@ METRICS = [("token_f1", "token F1"), ("bleu4", "BLEU-4 (0-100)"), ("chrf", "chrF
 EVAL_HEADERS = ["metric", "before (base)", "after (new version)", "change"]
 JOB_HEADERS = ["id", "status", "base", "method", "version", "started (UTC)", "duration", "note"]
 TRAIN, HELDOUT = "train", "held-out"  # the loss plot's two series
+COLORS = {TRAIN: "#f97316", HELDOUT: "#2563eb"}
 
 
 def clock(seconds) -> str:
@@ -67,10 +68,16 @@ def job_markdown(job) -> str:
 
 
 def loss_frame(points: list[dict], eval_points: list[dict] = ()) -> pd.DataFrame:
-    """Both loss curves in one long frame: the plot colours them by `split`."""
+    """Both loss curves in one long frame: the plot colours them by `split`.
+
+    Each series also has a row without a loss (drawn as nothing): Gradio's plot fixes its series
+    (its colour scale's domain) when the chart is built, from the first frame it gets, so both
+    must be there from the start for the held-out curve to be drawn once its points arrive."""
     rows = [(p["step"], p["loss"], TRAIN) for p in points] + [(p["step"], p["eval_loss"], HELDOUT)
                                                                for p in eval_points]
-    return pd.DataFrame(rows, columns=["step", "loss", "split"])
+    rows += [(None, None, TRAIN), (None, None, HELDOUT)]
+    return pd.DataFrame(rows, columns=["step", "loss", "split"]).astype({"step": "float64", "loss": "float64",
+                                                                         "split": "str"})
 
 
 def eval_rows(evaluation: dict) -> list[list]:

@@ -16,7 +16,8 @@ import gradio as gr
 
 from app.guard import ask, audit, md, user_error
 from app.models_tab import _base, build_models
-from app.train_status import EVAL_HEADERS, JOB_HEADERS, eval_rows, job_markdown, jobs_frame, loss_frame, progress_html
+from app.train_status import (COLORS, EVAL_HEADERS, JOB_HEADERS, eval_rows, job_markdown, jobs_frame, loss_frame,
+                              progress_html)
 from train.jobs import MAX_HELDOUT, available_corrections, looks_demo, resumable
 from train.options import DTYPES, LORA_TARGETS, METHODS, REPORTERS, SCHEDULERS, defaults_for, describe_defaults
 
@@ -274,8 +275,8 @@ def _build_train(services) -> tuple[list, gr.Timer]:
         refresh_btn = gr.Button("Refresh", size="sm", scale=0)
     with gr.Row():
         data = gr.Dropdown(export_choices(services), value=FRESH, label="Train on", scale=3, elem_id="train-source")
-        heldout = gr.Number(value=None, minimum=0, maximum=MAX_HELDOUT, label=f"Held-out share (fresh export only; "
-                            f"empty = {1 - services.jobs.config.split:g})", scale=1, elem_id="train-heldout")
+        heldout = gr.Slider(0, MAX_HELDOUT, value=round(1 - services.jobs.config.split, 6), step=0.05, scale=1,
+                            label="Held-out share (0: none, no evaluation)", elem_id="train-heldout")
     with gr.Row():
         base = gr.Dropdown(allowed_bases(services), value=_base(services), allow_custom_value=services.local,
                            label="Base model" + (" (a hub id, a folder or 'demo')" if services.local else ""), scale=2)
@@ -295,8 +296,10 @@ def _build_train(services) -> tuple[list, gr.Timer]:
     job_md = gr.Markdown(elem_id="train-job")
     bar = gr.HTML(elem_id="train-bar")
     with gr.Row():
-        plot = gr.LinePlot(loss_frame([]), x="step", y="loss", color="split", title="Loss (training and held-out)",
-                           height=280, elem_id="train-loss", scale=1)
+        # No legend: Gradio draws it empty when the first frame has no points (the title names the colours).
+        plot = gr.LinePlot(loss_frame([]), x="step", y="loss", color="split", color_map=COLORS, colors_in_legend=[],
+                           x_axis_format="d", title="Loss: training (orange), held-out (blue)", height=280,
+                           elem_id="train-loss", scale=1)
         table = gr.Dataframe(headers=EVAL_HEADERS, value=eval_rows({}), label="Held-out evaluation",
                              interactive=False, elem_id="train-eval", scale=1)
     log_box = gr.Textbox(label="Log (last lines)", lines=LOG_LINES, max_lines=LOG_LINES, autoscroll=True,
@@ -319,8 +322,13 @@ def _build_train(services) -> tuple[list, gr.Timer]:
         ask(services, "train", request, profile)
         return defaults_markdown(services, base)
 
+    def on_source(choice: str, request: gr.Request, profile: gr.OAuthProfile | None):
+        ask(services, "train", request, profile)
+        return gr.Slider(interactive=choice == FRESH)  # a chosen export keeps its own split
+
     refresh_btn.click(on_refresh, [base], opened[1:], **PRIVATE)
     base.change(on_base, [base], defaults, show_progress="hidden", **PRIVATE)
+    data.change(on_source, [data], heldout, show_progress="hidden", **PRIVATE)
     return opened, timer
 
 
@@ -356,7 +364,8 @@ def _more_settings():
 def _form_values(values: tuple) -> tuple[tuple, dict, dict]:
     """The form's values, in `form`'s order, as (main six, advanced settings, data source)."""
     main, more, (heldout, data) = values[:6], values[6:6 + len(ADVANCED)], values[6 + len(ADVANCED):]
-    return main, dict(zip(ADVANCED, more)), {"choice": data, "heldout": heldout}
+    fresh = data in (None, "", FRESH)  # the slider applies to a fresh export only (disabled otherwise)
+    return main, dict(zip(ADVANCED, more)), {"choice": data, "heldout": heldout if fresh else None}
 
 
 def _wire(services, form, command, message, buttons) -> None:

@@ -1,5 +1,5 @@
 """The Train and Models tabs in a real headless Chromium: start a short job, watch the loss
-curve and the job finish, then serve the new version in the demo."""
+curves (training and held-out) and the job finish in the list of jobs, then serve the new version in the demo."""
 
 import pytest
 
@@ -47,6 +47,9 @@ def test_start_a_job_see_the_loss_curve_and_serve_the_result(served, artifacts_d
         assert "Traceback" not in page.content()
         job = runner.list(limit=1)[0]
         assert job.status == "finished" and len(runner.progress(job.id)["points"]) == 12
+        assert runner.progress(job.id)["eval_points"]  # the held-out curve beside it
+        page.wait_for_function("v => document.querySelector('#train-jobs').innerText.includes(v)",  # the job list
+                               arg=job.version, timeout=30_000)
 
         page.get_by_role("tab", name="Models").click()
         page.wait_for_function("v => document.querySelector('#models-table').innerText.includes(v)",

@@ -40,7 +40,7 @@ MORE = {"lora_r": 8, "lora_alpha": 16, "grad_accum": 2, "save_steps": 5, "max_le
         "dtype": "float32", "report_to": "none"}
 PLAIN = {"lora_r": 0, "lora_alpha": 0, "grad_accum": 0, "save_steps": 0, "max_length": 0, "vision": None,
          "merge": False, "lora_targets": [], "lr_scheduler_type": "cosine", "dtype": "auto", "report_to": "auto",
-         "heldout": None, "data": "fresh"}
+         "heldout": 0.1, "data": "fresh"}
 
 
 def _ui(client, endpoint, **values):
@@ -73,7 +73,8 @@ def test_preview_is_the_command_the_cli_accepts(served):
         ("demo", 3, 2, 8, 16, 2, 5, 2048, "lora", True)
     assert (args.lora_targets, args.lr_scheduler_type, args.dtype, args.report_to) == \
         ("q_proj,v_proj,fc1", "linear", "float32", "none")
-    assert _ui(client, "/ui_train_preview").splitlines()[0] == "python app.py export --format llava --out EXPORT"
+    assert _ui(client, "/ui_train_preview", heldout=0).splitlines()[0] == \
+        "python app.py export --format llava --out EXPORT --split 1"
     # The same checks as the job: each of these is refused with a message naming the setting.
     for values, message in [({"lora_r": -1}, "lora"), ({"lora_targets": ["fc1"]}, "vision tower is frozen"),
                             ({"lora_targets": ["lm_head"]}, "Unknown LoRA target"),
@@ -104,7 +105,7 @@ def test_a_listed_export_is_trained_on_by_name_and_nothing_else(served):
     command = _ui(client, "/ui_train_preview", data=folder.name)
     assert command.startswith(f"python app.py train --data DATA_DIR/exports/{folder.name} ")  # no export step
     with pytest.raises(Exception, match="fresh export"):  # its split is its own
-        _ui(client, "/ui_train_preview", data=folder.name, heldout=0.3)
+        client.predict(base="demo", export=folder.name, heldout=0.3, api_name="/train_start")
     for probe in (str(folder), str(store.data_dir), "/etc", "../exports/" + EXPORT):  # never a typed path
         with pytest.raises(Exception, match="No export named" + NOT_LISTED):
             _ui(client, "/ui_train_start", data=probe)

@@ -70,7 +70,7 @@ def test_a_job_trains_in_its_own_process_and_is_recorded(queue, runner):
     # The held-out loss every --eval-steps (2) steps and at the end, on the job's own 20% held-out split.
     assert [p["step"] for p in info["eval_points"]] == [2, 3] and info["eval_points"][0]["eval_loss"] > 0
     assert info["status"]["phase"] == "finished" and "train" in info["log"]
-    frame = loss_frame(info["points"], info["eval_points"])
+    frame = loss_frame(info["points"], info["eval_points"]).dropna()  # what the plot draws
     assert frame["split"].tolist() == [TRAIN] * 3 + [HELDOUT] * 2
     # The settings reached the trainer: linear decay, LoRA on the attention's q and v only.
     out = Path(done.out_dir)
@@ -127,6 +127,8 @@ def test_an_app_restart_finds_running_jobs_or_marks_them_interrupted(queue, runn
 
 
 def test_a_failing_job_records_its_reason_and_the_runner_carries_on(queue, runner, tmp_path):
+    from app.train_status import loss_frame
+
     store, _ = queue
     job = runner.start({"base": str(tmp_path / "no-such-model"), **QUICK}, store=store)
     failed = runner.wait(job.id, 300)
@@ -138,6 +140,7 @@ def test_a_failing_job_records_its_reason_and_the_runner_carries_on(queue, runne
     assert again.status == "finished" and "not evaluated" in again.error
     info = runner.progress(again.id)
     assert len(info["points"]) == 3 and info["eval_points"] == []
+    assert set(loss_frame(info["points"], info["eval_points"]).dropna()["split"]) == {"train"}
 
 
 def test_starting_with_nothing_approved_is_refused_at_once(tmp_path):
