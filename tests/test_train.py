@@ -161,7 +161,7 @@ def test_qlora_trains_on_a_4bit_base(shapes, tmp_path):
 def test_resume_after_a_kill_continues_like_an_uninterrupted_run(shapes, tmp_path):
     from safetensors.torch import load_file
 
-    from train.progress import read_progress
+    from train.progress import read_eval_progress, read_progress
 
     flags = ["--max-steps", "12", "--save-steps", "4", "--batch-size", "8"]
     straight = _train_in_process(tmp_path / "straight", shapes.llava, max_steps=12, save_steps=4)
@@ -183,6 +183,9 @@ def test_resume_after_a_kill_continues_like_an_uninterrupted_run(shapes, tmp_pat
     a, b = read_progress(straight), read_progress(out)
     assert [p["step"] for p in b] == [p["step"] for p in a] == list(range(1, 13))
     assert [p["loss"] for p in b] == pytest.approx([p["loss"] for p in a], rel=1e-4)
+    ea, eb = read_eval_progress(straight), read_eval_progress(out)  # the held-out curve resumes too
+    assert [p["step"] for p in eb] == [p["step"] for p in ea] and len(ea) >= 12 // 2
+    assert [p["eval_loss"] for p in eb] == pytest.approx([p["eval_loss"] for p in ea], rel=1e-4)
     wa, wb = load_file(straight / "adapter_model.safetensors"), load_file(out / "adapter_model.safetensors")
     assert wa.keys() == wb.keys()
     assert all((wa[k] - wb[k]).abs().max() < 1e-4 for k in wa)

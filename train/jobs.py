@@ -26,7 +26,7 @@ from pathlib import Path
 from train.errors import DataError, JobError
 from train.jobstore import ACTIVE, Job, JobStore, utcnow
 from train.options import TrainOptions, resolve, to_argv
-from train.progress import failure_reason, read_progress, read_status
+from train.progress import failure_reason, read_eval_progress, read_progress, read_status
 
 NO_TRAIN_DATA = "no approved corrections with a photo in the train split yet: approve more in the Review tab first"
 
@@ -252,9 +252,8 @@ class JobRunner:
         """The job, its run's status.json, its loss curves so far (training `points`, held-out
         `eval_points`) and the tail of its log."""
         job = self.jobs.get(job_id)
-        points = read_progress(job.out_dir)
-        return {"job": job, "status": read_status(job.out_dir), "points": [p for p in points if "loss" in p],
-                "eval_points": [p for p in points if "eval_loss" in p], "log": log_tail(job.log_path, log_lines)}
+        return {"job": job, "status": read_status(job.out_dir), "points": read_progress(job.out_dir),
+                "eval_points": read_eval_progress(job.out_dir), "log": log_tail(job.log_path, log_lines)}
 
     def wait(self, job_id: int, timeout: float = 600) -> Job:
         """Block until the job has ended (for the CLI and tests)."""

@@ -39,8 +39,18 @@ def read_status(out_dir: str | Path) -> dict:
 
 
 def read_progress(out_dir: str | Path) -> list[dict]:
-    """Points written so far, training (`loss`) and held-out (`eval_loss`) alike, in the order
-    they were logged (a half-written last line is ignored)."""
+    """The training-loss curve so far."""
+    return [p for p in read_points(out_dir) if "loss" in p]
+
+
+def read_eval_progress(out_dir: str | Path) -> list[dict]:
+    """The held-out-loss curve so far (empty when nothing is held out)."""
+    return [p for p in read_points(out_dir) if "eval_loss" in p]
+
+
+def read_points(out_dir: str | Path) -> list[dict]:
+    """Every point written so far, training and held-out, in the order they were logged (a
+    half-written last line is ignored)."""
     path = Path(out_dir) / PROGRESS_FILE
     points = []
     try:
@@ -145,7 +155,7 @@ def _truncate_progress(out_dir: Path, step: int) -> None:
     path = out_dir / PROGRESS_FILE
     if not path.exists():
         return
-    kept = [p for p in read_progress(out_dir) if p.get("step", 0) <= step]
+    kept = [p for p in read_points(out_dir) if p.get("step", 0) <= step]
     tmp = path.with_name(f".{path.name}.tmp")
     tmp.write_text("".join(json.dumps(p) + "\n" for p in kept))
     os.replace(tmp, path)
