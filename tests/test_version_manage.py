@@ -230,7 +230,8 @@ def test_in_the_browser_a_version_is_renamed_then_deleted_in_two_steps(services,
     from tests.browser import browser_page
 
     models = services.models
-    has = "t => document.querySelector('#models-table').innerText.includes(t)"
+    # The tab's table is drawn when the tab is first opened: absent until then.
+    has = "t => (document.querySelector('#models-table')?.innerText ?? '').includes(t)"
     with running_app(slot=services.slot, store=services.store, jobs=services.jobs) as url, browser_page() as page:
         page.goto(url)
         page.get_by_role("tab", name="Models").click()
