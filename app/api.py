@@ -256,6 +256,21 @@ def _train_endpoints(services):
         cancel_job(services, identity)
         return job_dict(jobs.get(job.id))
 
+    def train_jobs(limit: int = 20, request: gr.Request = None, profile: gr.OAuthProfile | None = None) -> list:
+        """Past and running training jobs, newest first (at most `limit`, up to 200)."""
+        ask(services, "train", request, profile)
+        return [job_dict(job) for job in jobs.list(limit=max(1, min(int(limit), 200)))]
+
+    def train_exports(request: gr.Request = None, profile: gr.OAuthProfile | None = None) -> list:
+        """The exports of approved items /train_start can train on (by `name`), newest first."""
+        ask(services, "train", request, profile)
+        from annotate.export import exports_dir, list_exports
+
+        if services.store is None:
+            return []
+        return [{"name": e.name, "format": e.format, "created": e.created_at, "counts": e.counts}
+                for e in list_exports(exports_dir(services.store.data_dir), status="approved")]
+
     def versions(request: gr.Request = None, profile: gr.OAuthProfile | None = None) -> list:
         """The versions the demo can serve: the base model first, then trained ones, newest first."""
         ask(services, "versions", request, profile)
@@ -276,7 +291,7 @@ def _train_endpoints(services):
         info = services.slot.get().info
         return {"model": info.describe(), "version": info.version, "is_demo": info.is_demo}
 
-    return [train_start, train_cancel, versions, use_version]
+    return [train_start, train_cancel, train_jobs, train_exports, versions, use_version]
 
 
 def _version_endpoints(services):

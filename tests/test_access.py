@@ -24,6 +24,8 @@ PRIVILEGED = [  # (endpoint, kwargs, role it needs)
     ("/export", {}, "admin"),
     ("/train_start", {"base": "demo", "max_steps": 1}, "admin"),
     ("/train_cancel", {}, "admin"),
+    ("/train_jobs", {}, "admin"),
+    ("/train_exports", {}, "admin"),
     ("/versions", {}, "admin"),
     ("/use_version", {"name": "base"}, "admin"),
     ("/audit_log", {}, "admin"),

@@ -122,6 +122,11 @@ def test_a_listed_export_is_trained_on_by_name_and_nothing_else(served):
     _cancel(runner)
     with pytest.raises(Exception, match="(?i)unknown LoRA target"):
         client.predict(base="demo", lora_targets="q_proj,wq", api_name="/train_start")
+    # What to train on and what ran, for API callers too.
+    assert folder.name in [e["name"] for e in client.predict(api_name="/train_exports")]
+    listed = client.predict(api_name="/train_jobs")
+    assert [j["id"] for j in listed] == [j.id for j in runner.list(limit=20)] and len(listed) == 2
+    assert listed[0]["options"]["lora_targets"] == "q_proj" and listed[0]["status"] == "cancelled"
 
 
 def test_the_exports_offered_are_the_approved_ones_newest_first(tmp_path):
