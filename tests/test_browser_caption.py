@@ -106,3 +106,16 @@ def test_laptop_screen_caption_is_in_view_and_buttons_follow_the_generation(app_
         page.wait_for_function(IDLE, timeout=30_000)
         assert page.locator("#caption-out textarea").input_value().strip()
         assert page.locator("#stop-btn").is_disabled() and page.locator("#caption-btn").is_enabled()
+
+
+def test_phone_screen_caption_button_is_in_view_after_an_upload(app_url):
+    """On a phone (390 x 844) the columns stack: the photo, then its Caption button, unscrolled."""
+    with browser_page(width=390, height=844) as page:
+        page.goto(app_url)
+        page.locator("#demo-banner").get_by_text("Untrained demo model").wait_for(timeout=30_000)
+        page.locator("#photo input[type=file]").set_input_files(str(ASTRONAUT))
+        page.locator("#photo img").first.wait_for(timeout=30_000)
+        page.evaluate("() => document.querySelector('#photo').scrollIntoView({block: 'start'})")
+        photo, button = page.locator("#photo").bounding_box(), page.locator("#caption-btn").bounding_box()
+        # Scrolled to the photo (where an upload leaves the user), the button is on the same screen.
+        assert button["y"] + button["height"] <= 844 and button["y"] >= photo["y"], (photo, button)
