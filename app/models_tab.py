@@ -64,9 +64,11 @@ def versions_frame(services) -> pd.DataFrame:
                      "method": v.method + (" (merged)" if v.merged else ""),
                      "data": f"{v.data.get('train_items', '?')} train / {v.data.get('heldout_items', '?')} held-out",
                      "token F1 before": f1(before), "token F1 after": f1(after),
-                     "final loss": _round(v.metrics.get("final_loss")), "created": v.created_at.replace("T", " ")[:16]})
+                     "final loss": _round(v.metrics.get("final_loss")),
+                     "held-out loss": _round(v.metrics.get("final_heldout_loss")),
+                     "created": v.created_at.replace("T", " ")[:16]})
     return pd.DataFrame(rows, columns=["name", "version", "base", "method", "data", "token F1 before", "token F1 after",
-                                       "final loss", "created"])
+                                       "final loss", "held-out loss", "created"])
 
 
 def refresh_models(services, keep: str | None = None):

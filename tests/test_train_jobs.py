@@ -69,6 +69,7 @@ def test_a_job_trains_in_its_own_process_and_is_recorded(queue, runner):
     assert [p["step"] for p in info["points"]] == [1, 2, 3]
     # The held-out loss every --eval-steps (2) steps and at the end, on the job's own 20% held-out split.
     assert [p["step"] for p in info["eval_points"]] == [2, 3] and info["eval_points"][0]["eval_loss"] > 0
+    assert done.metrics["final_heldout_loss"] == info["eval_points"][-1]["eval_loss"]  # kept with the version
     assert info["status"]["phase"] == "finished" and "train" in info["log"]
     frame = loss_frame(info["points"], info["eval_points"]).dropna()  # what the plot draws
     assert frame["split"].tolist() == [TRAIN] * 3 + [HELDOUT] * 2

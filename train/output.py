@@ -147,12 +147,14 @@ def _metrics(trainer, result, data) -> dict:
     import torch
 
     losses = [h["loss"] for h in trainer.state.log_history if "loss" in h]
+    heldout = [h["eval_loss"] for h in trainer.state.log_history if "eval_loss" in h]
     peak = {"peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)}
     if torch.cuda.is_available():
         peak["peak_gpu_mb"] = round(torch.cuda.max_memory_allocated() / 2**20, 1)
     return {
         "train_loss": round(result.training_loss, 5), "final_loss": losses[-1] if losses else None,
-        "first_loss": losses[0] if losses else None, "steps": trainer.state.global_step,
+        "first_loss": losses[0] if losses else None, "final_heldout_loss": heldout[-1] if heldout else None,
+        "steps": trainer.state.global_step,
         "epochs": round(trainer.state.epoch or 0, 3), "runtime_s": round(result.metrics.get("train_runtime", 0), 2),
         "samples_per_s": round(result.metrics.get("train_samples_per_second", 0), 3),
         "train_items": data.counts()["train"], **peak,
