@@ -90,7 +90,9 @@ def _body(meta: dict, config: dict, evaluation: dict, adapter: bool, repo: str) 
         if config.get(key) is not None:
             lines.append(f"| {key} | {config[key]} |")
     metrics = meta.get("metrics", {})
-    lines += ["", f"Trained {metrics.get('steps', '?')} steps, final loss {metrics.get('final_loss', '?')}, "
+    heldout = metrics.get("final_heldout_loss")
+    lines += ["", f"Trained {metrics.get('steps', '?')} steps, final loss {metrics.get('final_loss', '?')}"
+              + (f" (held-out loss {heldout})" if heldout is not None else "") + ", "
               f"{metrics.get('runtime_s', '?')} s. Training state (checkpoints, logs, status) is under `training/`."]
     lines += ["", "## Held-out scores", ""] + _scores(evaluation)
     lines += ["", "## How to load it", "", "```python"] + _snippet(base, repo, adapter) + ["```", "",
