@@ -86,8 +86,29 @@ def ensure_demo_model(cache_dir: Path | None = None) -> Path:
     target.parent.mkdir(parents=True, exist_ok=True)
     with FileLock(str(target) + ".lock"):
         if not (target / "config.json").exists():
-            build_demo_model(target)
+            _build_in_a_child(target)
     return target
+
+
+def _build_in_a_child(target: Path) -> None:
+    """build_demo_model in a fresh interpreter. Building runs large tensor ops on this thread;
+    afterwards, on a CPU, the small ops of generating on another thread (the model's generation
+    thread) ran twice as slow for the rest of the process, as two OpenMP teams then compete."""
+    import os
+    import subprocess
+    import sys
+
+    code = ("import sys\nfrom model.demo import DemoModelError, build_demo_model\n"
+            "try:\n    build_demo_model(sys.argv[1])\n"
+            "except DemoModelError as exc:\n    print(exc, file=sys.stderr)\n    sys.exit(3)\n")
+    root = str(Path(__file__).resolve().parent.parent)
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [root, os.environ.get("PYTHONPATH")]))}
+    done = subprocess.run([sys.executable, "-c", code, str(target)], env=env, capture_output=True, text=True)
+    if done.returncode == 3:
+        raise DemoModelError(done.stderr.strip().splitlines()[-1])
+    if done.returncode != 0:
+        tail = (done.stderr.strip().splitlines() or ["no output"])[-1]
+        raise RuntimeError(f"building the demo model failed (exit status {done.returncode}): {tail}")
 
 
 class DemoModelError(RuntimeError):

@@ -172,15 +172,17 @@ class VLM:
         event that ends generation at the next token. A failure in the worker is raised here.
         A stopped answer yields no `Scored`: its confidence is unknown.
         """
-        inputs = self._inputs([image], [self.prompt_text(turns)])
+        prompt = self.prompt_text(turns)
         streamer = _TokenStreamer()
         errors: list[BaseException] = []
-        extra, recorder, scored = self._recorder(inputs) if scores else ({}, None, [])
+        scored: list[Scored] = []
 
-        def work():
+        def work():  # every tensor op of the answer on this one thread, the inputs' too
             try:
                 import torch
 
+                inputs = self._inputs([image], [prompt])
+                extra, recorder, _ = self._recorder(inputs) if scores else ({}, None, [])
                 # inference_mode is per thread: enter it here, in the thread that generates.
                 with self._lock, torch.inference_mode():
                     out = self.model.generate(**inputs, **self._gen_kwargs(settings), streamer=streamer, **extra)
@@ -200,6 +202,8 @@ class VLM:
             streamer.stop.set()
             worker.join()
         if errors:
+            if getattr(errors[0], "user_facing", False):  # e.g. an unusable image: its message as is
+                raise errors[0]
             raise _generation_error(errors[0]) from errors[0]
         yield from scored
 

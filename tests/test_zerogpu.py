@@ -76,17 +76,21 @@ def _worker(jobs, results):  # a forked process, as ZeroGPU's GPU worker is
     torch.set_num_threads(1)
     vlm, images, conversations, settings = jobs.get()  # unpickled here: the model by reference
     results.put(vlm.generate_batch(images, conversations, settings))
+    # Streaming too: the parent's generation thread did not come across the fork.
+    results.put("".join(vlm.stream(images[0], conversations[0], settings)))
 
 
 def test_a_forked_worker_answers_with_the_model_it_inherited(demo_vlm, photos):
     conversations = [[("Describe the person.", None)]] * 2
     expected = demo_vlm.generate_batch(photos, conversations, SHORT)
+    streamed = "".join(demo_vlm.stream(photos[0], conversations[0], SHORT))  # the parent's thread exists
     fork = multiprocessing.get_context("fork")
     jobs, results = fork.Queue(), fork.Queue()
     worker = fork.Process(target=_worker, args=(jobs, results), daemon=True)
     worker.start()
     jobs.put((demo_vlm, photos, conversations, SHORT))
     assert results.get(timeout=120) == expected
+    assert results.get(timeout=120) == streamed
     worker.join(30)
     assert worker.exitcode == 0
 
