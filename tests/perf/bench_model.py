@@ -7,7 +7,8 @@
    same text: total time ratio, median of alternating runs (target <= 1.10);
 2. batched captioning (batch 8, one `generate`) vs one image at a time: images/s ratio
    (target >= 3x);
-3. `python app.py` to the first HTTP 200 with the demo model (target <= 15 s).
+3. `python app.py` to the first HTTP 200 with the demo model (target <= 15 s);
+4. `python app.py queue stats`, a command that needs neither the model nor the UI (target <= 2 s).
 """
 
 from __future__ import annotations
@@ -137,6 +138,19 @@ def bench_startup(cache_dir: str) -> dict:
         proc.wait(timeout=30)
 
 
+def bench_cli_startup(repeats: int = 5) -> dict:
+    """Median seconds of `python app.py queue stats` on an empty queue: a queue command that
+    loads neither the model nor the web UI."""
+    times = []
+    with tempfile.TemporaryDirectory() as tmp:
+        for _ in range(repeats):
+            began = time.perf_counter()
+            subprocess.run([sys.executable, "app.py", "queue", "stats", "--db", f"sqlite:///{tmp}/q.db",
+                            "--data-dir", tmp], cwd=REPO, check=True, capture_output=True)
+            times.append(time.perf_counter() - began)
+    return {"queue_stats_s": round(statistics.median(times), 2), "target": "<= 2"}
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--repeats", type=int, default=15)
@@ -154,7 +168,7 @@ def main(argv=None) -> int:
     results = {"machine": f"{os.cpu_count()} CPU cores, torch {torch.__version__}, {torch.get_num_threads()} threads"}
     for name, run in (("streaming_vs_generate", lambda: bench_streaming(vlm, image, args.repeats)),
                       ("batch8_vs_single", lambda: bench_batching(vlm, image, args.repeats)),
-                      ("startup", lambda: bench_startup(cache))):
+                      ("startup", lambda: bench_startup(cache)), ("cli_startup", bench_cli_startup)):
         results[name] = run()
         print(f"{name}: {results[name]}", file=sys.stderr, flush=True)
     print(json.dumps(results, indent=None if args.json else 2))
