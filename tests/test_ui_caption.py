@@ -21,7 +21,9 @@ def test_caption_streams_into_the_box_and_seeds_the_chat(client):
     c, slot = client
     job = c.submit(handle_file(str(ASTRONAUT)), "brief", "", *SETTINGS, api_name="/ui_caption")
     updates = list(job)
-    final_caption, chat = job.outputs()[-1]
+    final_caption, _ = job.outputs()[-1]
+    chat = job.outputs()[0][1]  # the chat goes with the first update only (later ones leave it as it is)
+    assert all(update[1] == {"__type__": "update"} for update in job.outputs()[1:])
     assert len(updates) > 2, "the caption should arrive in several streamed updates"
     assert final_caption
     # The final caption is what the model says for this photo, through the same code path.

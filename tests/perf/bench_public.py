@@ -26,7 +26,7 @@ PHOTO = REPO / "static" / "examples" / "astronaut.png"
 def _caption(url: str, tokens: int, arrived: list, first: dict, done: dict, key: int) -> None:
     from gradio_client import Client, handle_file
 
-    client = Client(url, verbose=False)
+    client = Client(url, verbose=False, download_files=False)  # a browser fetches a shown file by its URL, once
     job = client.submit(handle_file(str(PHOTO)), "detailed", "", tokens, 0.0, 0.9, 1.0, api_name="/ui_caption")
     arrived.append((time.perf_counter(), key))
     for _update in job:
