@@ -58,8 +58,8 @@ def _model_endpoints(services):
         ask(services, "caption", request, profile)
         prompt = _check(policy.check_text, prompt, "prompt")
         text, _chat, _session = _last(caption_photo(slot, uploaded_path(image), preset, prompt,
-                                                    policy.cap_tokens(max_new_tokens), 0.0, 0.9, 1.0))
-        return text
+                                                    policy.cap_tokens(max_new_tokens), 0.0, 0.9, 1.0, scores=False))
+        return text  # no draft comes of it: its confidence is not recorded
 
     def chat(image: FileData, message: str, history: list = [], max_new_tokens: int = 400,  # noqa: B006
              request: gr.Request = None, profile: gr.OAuthProfile | None = None) -> str:
@@ -70,7 +70,8 @@ def _model_endpoints(services):
         photo = uploaded_path(image)
         session = {**new_session(photo), "turns": policy.trim_turns(_turns(policy, history))}
         _empty, _messages, session = _last(chat_turn(slot, message, session, photo,
-                                                     policy.cap_tokens(max_new_tokens), 0.0, 0.9, 1.0))
+                                                     policy.cap_tokens(max_new_tokens), 0.0, 0.9, 1.0,
+                                                     scores=False))
         return session["turns"][-1][1]
 
     return [caption, chat]

@@ -71,15 +71,21 @@ def turn_of_message(session: dict | None, index) -> int | None:
     return turn
 
 
+def _aligned_scores(session: dict) -> list:
+    """One score per turn (None where unknown)."""
+    turns, scores = session.get("turns") or [], list(session.get("scores") or [])
+    return (scores + [None] * len(turns))[:len(turns)]
+
+
 def score_of(session: dict, turn: int):
     scores = session.get("scores") or []
     return scores[turn] if turn < len(scores) else None
 
 
-def _stream(slot: ModelSlot, image, turns, settings):
-    """The answer's pieces, then its (mean, min) confidence as a tuple."""
+def _stream(slot: ModelSlot, image, turns, settings, scores: bool):
+    """The answer's pieces, then (with `scores`) its (mean, min) confidence as a tuple."""
     try:
-        for piece in slot.get().stream(image, turns, settings, scores=True):
+        for piece in slot.get().stream(image, turns, settings, scores=scores):
             yield (piece.mean, piece.min) if isinstance(piece, Scored) else piece
     except ImageError as exc:
         raise gr.Error(str(exc)) from None
@@ -89,23 +95,25 @@ def _stream(slot: ModelSlot, image, turns, settings):
         raise
 
 
-def _answer(slot: ModelSlot, image, session: dict, question: str, settings):
+def _answer(slot: ModelSlot, image, session: dict, question: str, settings, scores: bool = True):
     """Stream the answer to `question` as the session's newest turn: every update is the session
     so far (Stop ends the generator between two updates, and the partial answer on screen must
-    still be the turn that chat, regenerate and "Send to review" work from)."""
-    turns, scores = list(session["turns"]), list(session.get("scores") or [])[:len(session["turns"])]
-    scores += [None] * (len(turns) - len(scores))
+    still be the turn that chat, regenerate and "Send to review" work from). `scores`: record the
+    model's confidence (for drafts: pointless for callers who cannot send to review)."""
+    turns, known = list(session["turns"]), _aligned_scores(session)
     text = ""
-    for piece in _stream(slot, image, [*turns, (question, None)], settings):
+    confidence = None
+    for piece in _stream(slot, image, [*turns, (question, None)], settings, scores):
         if isinstance(piece, tuple):  # the last item: the answer's confidence
-            scores.append(piece)
+            confidence = piece
             continue
         text += piece
-        yield text, {**session, "turns": [*turns, (question, text.strip())], "scores": scores}
-    yield text.strip(), {**session, "turns": [*turns, (question, text.strip())], "scores": scores}
+        yield text, {**session, "turns": [*turns, (question, text.strip())], "scores": known}
+    yield text.strip(), {**session, "turns": [*turns, (question, text.strip())], "scores": [*known, confidence]}
 
 
-def caption_photo(slot: ModelSlot, photo, preset, prompt, max_new_tokens, temperature, top_p, repetition_penalty):
+def caption_photo(slot: ModelSlot, photo, preset, prompt, max_new_tokens, temperature, top_p, repetition_penalty,
+                  scores: bool = True):
     """Stream a caption into the Caption box; the exchange is the first turn of the chat about
     this photo (the chat itself shows the photo, not the caption a second time)."""
     image = _open_photo(photo)
@@ -120,12 +128,13 @@ def caption_photo(slot: ModelSlot, photo, preset, prompt, max_new_tokens, temper
     # update that carries a file cost 0.1-0.2 s (tests/perf/bench_public: 0.54 s for a caption
     # against 0.75 s when the last update carried it again, 1.5 s when every update did).
     chat_shown = _messages(session)
-    for text, session in _answer(slot, image, session, question, settings):
+    for text, session in _answer(slot, image, session, question, settings, scores):
         yield text, chat_shown, session
         chat_shown = gr.skip()
 
 
-def chat(slot: ModelSlot, message, session, photo, max_new_tokens, temperature, top_p, repetition_penalty):
+def chat(slot: ModelSlot, message, session, photo, max_new_tokens, temperature, top_p, repetition_penalty,
+         scores: bool = True):
     """Answer a question about the photo, streaming; earlier turns stay in the context."""
     message = (message or "").strip()
     if not message:
@@ -134,7 +143,7 @@ def chat(slot: ModelSlot, message, session, photo, max_new_tokens, temperature, 
         session = new_session(photo)
     image = _open_photo(photo)
     settings = _settings(max_new_tokens, temperature, top_p, repetition_penalty)
-    for _, session in _answer(slot, image, session, message, settings):
+    for _, session in _answer(slot, image, session, message, settings, scores):
         yield "", _messages(session), session
 
 
@@ -142,7 +151,8 @@ def chat(slot: ModelSlot, message, session, photo, max_new_tokens, temperature, 
 REGENERATE_TEMPERATURE = 0.7
 
 
-def regenerate(slot: ModelSlot, session, photo, max_new_tokens, temperature, top_p, repetition_penalty):
+def regenerate(slot: ModelSlot, session, photo, max_new_tokens, temperature, top_p, repetition_penalty,
+               scores: bool = True):
     """Ask the last question again, sampling (another answer, not the same greedy one). When the
     last turn is the caption's, the new caption goes to the Caption box.
 
@@ -157,13 +167,14 @@ def regenerate(slot: ModelSlot, session, photo, max_new_tokens, temperature, top
         image = _open_photo(photo)
         settings = _settings(max_new_tokens, temperature, top_p, repetition_penalty)
         trimmed = {**session, "turns": [], "scores": [], "photo": photo}
-        for text, updated in _answer(slot, image, trimmed, last_question, settings):
+        for text, updated in _answer(slot, image, trimmed, last_question, settings, scores):
             yield "", _messages(updated), updated, text
         return
     trimmed = {**session, "turns": session["turns"][:-1], "scores": (session.get("scores") or [])[:-1]}
     if not trimmed["turns"]:  # the image goes with the first turn
         trimmed = new_session(photo)
-    for update in chat(slot, last_question, trimmed, photo, max_new_tokens, temperature, top_p, repetition_penalty):
+    for update in chat(slot, last_question, trimmed, photo, max_new_tokens, temperature, top_p, repetition_penalty,
+                       scores):
         yield (*update, gr.skip())
 
 
@@ -235,22 +246,23 @@ def build_caption_tab(services, on_send_to_review=None, on_flag=None) -> dict:
     # Closures, not functools.partial: Gradio finds gr.Request by the parameter's type hint.
     def on_caption(photo: str, preset: str, prompt: str, max_new: float, temperature: float, top_p: float,
                    rep: float, request: gr.Request):
-        ask(services, "caption", request)
+        scores = _may_send(services, ask(services, "caption", request))
         prompt = _checked(policy, prompt, "prompt")
-        yield from caption_photo(slot, photo, preset, prompt, policy.cap_tokens(max_new), temperature, top_p, rep)
+        yield from caption_photo(slot, photo, preset, prompt, policy.cap_tokens(max_new), temperature, top_p, rep,
+                                 scores)
 
     def on_chat(message: str, session: dict, photo: str, max_new: float, temperature: float, top_p: float,
                 rep: float, request: gr.Request):
-        ask(services, "chat", request)
+        scores = _may_send(services, ask(services, "chat", request))
         message = _checked(policy, message, "message")
-        session = {**session, "turns": policy.trim_turns(session.get("turns") or [])} if session else session
-        yield from chat(slot, message, session, photo, policy.cap_tokens(max_new), temperature, top_p, rep)
+        yield from chat(slot, message, _trimmed(policy, session), photo, policy.cap_tokens(max_new), temperature,
+                        top_p, rep, scores)
 
     def on_regenerate(session: dict, photo: str, max_new: float, temperature: float, top_p: float, rep: float,
                       request: gr.Request):
-        ask(services, "chat", request)
-        session = {**session, "turns": policy.trim_turns(session.get("turns") or [])} if session else session
-        yield from regenerate(slot, session, photo, policy.cap_tokens(max_new), temperature, top_p, rep)
+        scores = _may_send(services, ask(services, "chat", request))
+        yield from regenerate(slot, _trimmed(policy, session), photo, policy.cap_tokens(max_new), temperature, top_p,
+                              rep, scores)
 
     gpu = {"concurrency_id": GPU, "concurrency_limit": 1}
     ui = {"api_visibility": "undocumented"}  # the documented API is app/api.py
@@ -301,6 +313,19 @@ EXAMPLE_PROMPTS = {"astronaut.png": ("face", ""), "camera.png": ("brief", "What 
 def _examples() -> list[list]:
     """Each example photo with a preset or a question worth trying on it."""
     return [[str(p), *EXAMPLE_PROMPTS.get(p.name, ("detailed", ""))] for p in sorted(EXAMPLES_DIR.glob("*.png"))]
+
+
+def _may_send(services, identity) -> bool:
+    """Whether this caller's answers may become drafts (so their confidence is worth recording)."""
+    return services.store is not None and services.policy.allows(identity, "send_to_review")
+
+
+def _trimmed(policy, session: dict | None) -> dict | None:
+    """The session with the turns the model sees (the first and the newest), scores kept beside them."""
+    if not session:
+        return session
+    kept = policy.trim_turns(list(zip(session.get("turns") or [], _aligned_scores(session))))
+    return {**session, "turns": [t for t, _ in kept], "scores": [c for _, c in kept]}
 
 
 def _checked(policy, text: str | None, what: str) -> str:

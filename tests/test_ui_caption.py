@@ -120,3 +120,20 @@ def test_a_stopped_caption_is_the_turn_chat_and_review_work_from(client):
     _, chat, session, caption = list(regenerate(slot, session, str(ASTRONAUT), 8, 0.0, 0.9, 1.0))[-1]
     assert len(chat) == 1 and caption and session["turns"][0][1] == caption
     assert len(session["scores"]) == 1 and session["scores"][0][0] <= 0  # a mean log-probability
+
+
+def test_trimmed_turns_keep_their_own_confidence():
+    """The model sees the first turn and the newest: each kept turn keeps its own score, so a
+    flagged answer's draft never carries another answer's confidence."""
+    from dataclasses import replace
+
+    from app.caption_tab import _trimmed, score_of
+    from app.policy import Policy, resolve_access
+
+    access = resolve_access("127.0.0.1", env={})
+    policy = Policy(replace(access, limits=replace(access.limits, max_chat_turns=3)))
+    session = {"photo": "p.jpg", "captioned": True, "turns": [(f"q{n}", f"a{n}") for n in range(5)],
+               "scores": [(-n, -n - 1) for n in range(4)]}  # the newest answer was stopped: no score
+    kept = _trimmed(policy, session)
+    assert [q for q, _ in kept["turns"]] == ["q0", "q3", "q4"]
+    assert [score_of(kept, n) for n in range(3)] == [(0, -1), (-3, -4), None]
