@@ -79,12 +79,16 @@ def test_a_broken_photo_is_refused_when_it_is_uploaded(app_url, tmp_path):
         assert page.locator("#photo img").count() == 0  # nothing left in the box to caption
 
 
+def _open_with_a_photo(page, url: str) -> None:
+    page.goto(url)
+    page.locator("#demo-banner").get_by_text("Untrained demo model").wait_for(timeout=30_000)
+    page.locator("#photo input[type=file]").set_input_files(str(ASTRONAUT))
+    page.locator("#photo img").first.wait_for(timeout=30_000)
+
+
 def test_laptop_screen_caption_is_in_view_and_buttons_follow_the_generation(app_url):
     with browser_page(width=1366, height=768) as page:
-        page.goto(app_url)
-        page.locator("#demo-banner").get_by_text("Untrained demo model").wait_for(timeout=30_000)
-        page.locator("#photo input[type=file]").set_input_files(str(ASTRONAUT))
-        page.locator("#photo img").first.wait_for(timeout=30_000)
+        _open_with_a_photo(page, app_url)
         box = page.locator("#caption-btn").bounding_box()
         assert box["y"] + box["height"] <= 768, box  # no scrolling to reach the main action
         assert page.locator("#stop-btn").is_disabled() and page.locator("#caption-btn").is_enabled()
@@ -111,10 +115,7 @@ def test_laptop_screen_caption_is_in_view_and_buttons_follow_the_generation(app_
 def test_phone_screen_caption_button_is_in_view_after_an_upload(app_url):
     """On a phone (390 x 844) the columns stack: the photo, then its Caption button, unscrolled."""
     with browser_page(width=390, height=844) as page:
-        page.goto(app_url)
-        page.locator("#demo-banner").get_by_text("Untrained demo model").wait_for(timeout=30_000)
-        page.locator("#photo input[type=file]").set_input_files(str(ASTRONAUT))
-        page.locator("#photo img").first.wait_for(timeout=30_000)
+        _open_with_a_photo(page, app_url)
         page.evaluate("() => document.querySelector('#photo').scrollIntoView({block: 'start'})")
         photo, button = page.locator("#photo").bounding_box(), page.locator("#caption-btn").bounding_box()
         # Scrolled to the photo (where an upload leaves the user), the button is on the same screen.
